@@ -1,0 +1,113 @@
+//! Parallel verification of a SHA-256 chain of parts.
+//!
+//! Each part of a KooDrive concurrent upload comes with the midstate of all
+//! bytes before it. A part is a *link*: folding its bytes into its own
+//! starting state must give the next part's starting state, and the last part
+//! must finalize to the file's digest. Links are independent, so they are
+//! computed on all cores at once (rayon) and then compared in order; the
+//! first comparison that fails names the part whose bytes are wrong.
+
+use std::fs::File;
+
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+use crate::io::read_window;
+use crate::midstate::{HashCtx, Midstate, Sha256};
+
+/// Bytes read per window while computing a link.
+const LINK_WINDOW: u64 = 8 << 20;
+
+/// What a link computes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkValue {
+    /// The state after a part that is not the last.
+    State(HashCtx),
+    /// The file digest, for the last part.
+    Digest(Sha256),
+}
+
+/// One part of a chain to check.
+pub struct LinkInput<'a> {
+    /// The part number, for error messages.
+    pub part: u32,
+    /// The state before the part (for part 1: the initial value).
+    pub start: Midstate,
+    /// The part's bytes, read from offset 0.
+    pub file: &'a File,
+    /// The part's length.
+    pub len: u64,
+}
+
+/// Folds `len` bytes of `file` into `start`; finalizes when `last`.
+///
+/// A part that is not the last must be a whole number of 64-byte blocks.
+pub fn compute_link(start: Midstate, file: &File, len: u64, last: bool) -> Result<LinkValue> {
+    let mut mid = start;
+    let mut off = 0u64;
+    while off < len {
+        let n = (len - off).min(LINK_WINDOW);
+        let chunk = read_window(file, off, n as usize).map_err(Error::io("part data"))?;
+        off += n;
+        if off < len {
+            // LINK_WINDOW is a multiple of 64, so only the final window has a tail.
+            mid.fold(&chunk);
+        } else if last {
+            return Ok(LinkValue::Digest(mid.finalize(&chunk)));
+        } else {
+            let tail = mid.fold_prefix(&chunk);
+            if !tail.is_empty() {
+                return Err(Error::BadPlan(
+                    "every part but the last must be a multiple of 64 bytes".into(),
+                ));
+            }
+        }
+    }
+    Ok(if last {
+        LinkValue::Digest(mid.finalize(&[]))
+    } else {
+        LinkValue::State(mid.ctx())
+    })
+}
+
+/// Computes every link in parallel, then checks the chain in order: each
+/// part must lead to the next part's start, and the last must finalize to
+/// `expected` (when given). Returns the file's digest.
+///
+/// Fails with [`Error::LinkMismatch`] naming the first part whose bytes break
+/// the chain, or [`Error::DigestMismatch`] when only the final digest differs
+/// from `expected`.
+pub fn verify_chain(links: &[LinkInput<'_>], expected: Option<&Sha256>) -> Result<Sha256> {
+    let Some(last_index) = links.len().checked_sub(1) else {
+        return Err(Error::MissingParts {
+            first: vec![1],
+            count: 1,
+        });
+    };
+    let values = links
+        .par_iter()
+        .enumerate()
+        .with_max_len(1)
+        .map(|(i, l)| compute_link(l.start, l.file, l.len, i == last_index))
+        .collect::<Result<Vec<_>>>()?;
+    for (i, v) in values.iter().enumerate() {
+        match v {
+            LinkValue::State(s) => {
+                if *s != links[i + 1].start.ctx() {
+                    return Err(Error::LinkMismatch {
+                        part: links[i].part,
+                    });
+                }
+            }
+            LinkValue::Digest(d) => {
+                if let Some(e) = expected {
+                    if d != e {
+                        return Err(Error::sha256_mismatch(e, d));
+                    }
+                }
+                return Ok(*d);
+            }
+        }
+    }
+    unreachable!("the last link finalizes to a digest")
+}

@@ -1,0 +1,188 @@
+//! The engine's one error type.
+//!
+//! Variants carry facts (part numbers, digests, reasons) so that a server can
+//! map each one to its API's codes in one place. Messages never contain a raw
+//! path that came from the network: I/O errors name the role of the file.
+
+use std::fmt;
+use std::io;
+
+use crate::midstate::Sha256;
+
+/// A value from outside the process did not parse (hex, hashCtx, an id, ...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError(String);
+
+impl ParseError {
+    /// A parse error with a message for the user.
+    pub fn new(msg: impl Into<String>) -> ParseError {
+        ParseError(msg.into())
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Which algorithm a [`Error::DigestMismatch`] is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DigestKind {
+    /// Whole-file SHA-256.
+    Sha256,
+    /// Whole-file MD5.
+    Md5,
+}
+
+impl fmt::Display for DigestKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DigestKind::Sha256 => "SHA-256",
+            DigestKind::Md5 => "MD5",
+        })
+    }
+}
+
+/// Everything the engine can refuse or fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No upload or committed file with this id.
+    #[error("no upload or file with this id")]
+    NotFound,
+    /// The id exists but belongs to another owner. Servers should answer as
+    /// for [`Error::NotFound`] so that ids of others cannot be probed.
+    #[error("the upload belongs to another owner")]
+    NotOwner,
+    /// A file id or owner that is not well formed.
+    #[error("bad id: {0}")]
+    BadId(String),
+    /// A value that did not parse (hex digest, hashCtx, ...).
+    #[error("bad input: {0}")]
+    BadInput(#[from] ParseError),
+    /// A part plan that was refused, with the reason.
+    #[error("bad part plan: {0}")]
+    BadPlan(String),
+    /// A part number outside 1..=10000 or outside the plan.
+    #[error("part {part} is out of range: {reason}")]
+    PartOutOfRange {
+        /// The part number as given.
+        part: u64,
+        /// Why it is out of range.
+        reason: String,
+    },
+    /// A part smaller than allowed (or than planned, or a truncated body).
+    #[error("part {part} is too small: {len} bytes, at least {min} expected")]
+    PartTooSmall {
+        /// The part number.
+        part: u32,
+        /// Bytes received.
+        len: u64,
+        /// The bound.
+        min: u64,
+    },
+    /// A part larger than allowed (or than planned).
+    #[error("part {part} is too large: more than {max} bytes")]
+    PartTooLarge {
+        /// The part number.
+        part: u32,
+        /// The bound.
+        max: u64,
+    },
+    /// The file is larger than the configured or declared total.
+    #[error("the file is too large: {len} bytes, at most {max} allowed")]
+    FileTooLarge {
+        /// The length reached or declared.
+        len: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// Verify found parts missing.
+    #[error("missing parts: {}{}", list_parts(.first), if *.count > .first.len() { format!(" and {} more", .count - .first.len()) } else { String::new() })]
+    MissingParts {
+        /// The first few missing part numbers.
+        first: Vec<u32>,
+        /// How many are missing in all.
+        count: usize,
+    },
+    /// The SHA-256 chain breaks after this part: its bytes do not lead from
+    /// its `hashCtx` to the next part's `hashCtx` (or, for the last part, to
+    /// the expected digest).
+    #[error(
+        "part {part} does not match its hashCtx chain: its bytes differ from what the client hashed"
+    )]
+    LinkMismatch {
+        /// The part whose bytes broke the chain.
+        part: u32,
+    },
+    /// The whole-file digest is not the expected one.
+    #[error("{kind} mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// Which digest.
+        kind: DigestKind,
+        /// Expected, hex.
+        expected: String,
+        /// Computed, hex.
+        actual: String,
+    },
+    /// The digest given at verify differs from the one declared at create.
+    #[error(
+        "the SHA-256 given at complete ({given}) differs from the one declared at create ({declared})"
+    )]
+    ConflictingExpected {
+        /// Declared at create, hex.
+        declared: String,
+        /// Given at verify, hex.
+        given: String,
+    },
+    /// The file's declared length disagrees with the parts.
+    #[error("length mismatch: declared {declared} bytes, parts hold {actual}")]
+    LengthMismatch {
+        /// Declared at create.
+        declared: u64,
+        /// Sum of the parts.
+        actual: u64,
+    },
+    /// The operation conflicts with another in progress (a verify, or a
+    /// completed upload).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// An operating-system error, with the role of the file involved.
+    #[error("I/O error on {role}: {source}")]
+    Io {
+        /// What the file is (e.g. "part data", "upload record").
+        role: &'static str,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+fn list_parts(parts: &[u32]) -> String {
+    parts
+        .iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Error {
+    /// Wraps an I/O error with the role of the file involved.
+    pub fn io(role: &'static str) -> impl FnOnce(io::Error) -> Error {
+        move |source| Error::Io { role, source }
+    }
+
+    /// A digest mismatch for SHA-256.
+    pub fn sha256_mismatch(expected: &Sha256, actual: &Sha256) -> Error {
+        Error::DigestMismatch {
+            kind: DigestKind::Sha256,
+            expected: expected.to_hex(),
+            actual: actual.to_hex(),
+        }
+    }
+}
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

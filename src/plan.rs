@@ -1,0 +1,217 @@
+//! Part plans: what a client declares about its parts before sending them,
+//! and the limits every upload is held to.
+//!
+//! A plan entry with an offset or a `hashCtx` puts the upload in *chain*
+//! mode (KooDrive's concurrent upload): every part is then a link checked on
+//! arrival. Plans may arrive in several calls; each call is validated against
+//! what was planned before, and completeness is checked at verify.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::id::PartNumber;
+use crate::midstate::{BLOCK, HashCtx};
+
+/// Size limits of parts and files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Smallest part but the last (default 5 MiB).
+    pub min_part_size: u64,
+    /// Largest part (default 5 GiB).
+    pub max_part_size: u64,
+    /// Largest file (default 200 GiB).
+    pub max_file_size: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            min_part_size: 5 << 20,
+            max_part_size: 5 << 30,
+            max_file_size: 200 << 30,
+        }
+    }
+}
+
+/// One declared part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartPlan {
+    /// Its number, 1..=10000.
+    pub number: u32,
+    /// Its exact size in bytes.
+    pub size: u64,
+    /// Bytes in all earlier parts (chain mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    /// SHA-256 state of all earlier bytes (chain mode; part 1 may omit it).
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "ctx_hex")]
+    pub ctx: Option<HashCtx>,
+}
+
+impl PartPlan {
+    /// A plan entry, with the part number validated.
+    pub fn new(
+        number: u64,
+        size: u64,
+        offset: Option<u64>,
+        ctx: Option<HashCtx>,
+    ) -> Result<PartPlan> {
+        Ok(PartPlan {
+            number: PartNumber::new(number)?.get(),
+            size,
+            offset,
+            ctx,
+        })
+    }
+
+    /// Whether this entry asks for chain mode.
+    pub fn is_chain(&self) -> bool {
+        self.offset.is_some() || self.ctx.is_some()
+    }
+
+    /// The state before this part: the initial value for part 1.
+    pub fn start_ctx(&self) -> Option<HashCtx> {
+        if self.number == 1 {
+            Some(HashCtx::INITIAL)
+        } else {
+            self.ctx
+        }
+    }
+}
+
+mod ctx_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::midstate::HashCtx;
+
+    pub fn serialize<S: Serializer>(v: &Option<HashCtx>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(c) => s.serialize_some(&c.to_hex()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HashCtx>, D::Error> {
+        let s: Option<String> = Option::deserialize(d)?;
+        s.map(|s| HashCtx::from_hex(&s).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Merges `new` entries into `plan` after checking them, returning the new
+/// plan. `declared_len` is the file length given at create, if any. Nothing
+/// changes on error.
+pub fn merge(
+    plan: &BTreeMap<u32, PartPlan>,
+    new: &[PartPlan],
+    declared_len: Option<u64>,
+    limits: &Limits,
+) -> Result<BTreeMap<u32, PartPlan>> {
+    let bad = |m: String| Err(Error::BadPlan(m));
+    if new.is_empty() {
+        return bad("the plan lists no parts".into());
+    }
+    let mut out = plan.clone();
+    let mut seen = std::collections::BTreeSet::new();
+    for p in new {
+        PartNumber::new(u64::from(p.number))?;
+        if !seen.insert(p.number) {
+            return bad(format!("part {} is listed twice", p.number));
+        }
+        if let Some(old) = plan.get(&p.number) {
+            if old != p {
+                return bad(format!("part {} was already planned differently", p.number));
+            }
+        }
+        out.insert(p.number, *p);
+    }
+    let chain = out.values().next().is_some_and(PartPlan::is_chain);
+    if out.values().any(|p| p.is_chain() != chain) {
+        return bad(
+            "either every part gives partOffset and hashCtx (concurrent upload) or none does"
+                .into(),
+        );
+    }
+    let last = out.keys().next_back().copied().unwrap_or(0);
+    let mut total = 0u64;
+    for p in out.values() {
+        if p.size > limits.max_part_size {
+            return bad(format!(
+                "part {} is {} bytes, more than the largest part size {}",
+                p.number, p.size, limits.max_part_size
+            ));
+        }
+        let may_be_last = p.number == last;
+        if !may_be_last && p.size < limits.min_part_size {
+            return bad(format!(
+                "part {} is {} bytes; every part but the last needs at least {}",
+                p.number, p.size, limits.min_part_size
+            ));
+        }
+        total = total.saturating_add(p.size);
+        if !chain {
+            continue;
+        }
+        if p.size % BLOCK as u64 != 0 && !may_be_last {
+            return bad(format!(
+                "part {} is {} bytes; every part but the last must be a multiple of 64 bytes",
+                p.number, p.size
+            ));
+        }
+        let Some(offset) = p.offset else {
+            return bad(format!("part {} has a hashCtx but no partOffset", p.number));
+        };
+        if offset % BLOCK as u64 != 0 {
+            return bad(format!(
+                "part {} starts at offset {offset}, not a multiple of 64 bytes",
+                p.number
+            ));
+        }
+        if p.number == 1 {
+            if offset != 0 {
+                return bad(format!("part 1 starts at offset 0, not {offset}"));
+            }
+            if p.ctx.is_some_and(|c| c != HashCtx::INITIAL) {
+                return bad("the hashCtx of part 1 must be the SHA-256 initial value".into());
+            }
+        } else if p.ctx.is_none() {
+            return bad(format!("part {} needs a hashCtx", p.number));
+        }
+        if let Some(next) = out.get(&(p.number + 1)) {
+            let end = offset.checked_add(p.size);
+            if next.offset != end {
+                return bad(format!(
+                    "part {} starts at offset {}, but part {} ends at {}",
+                    next.number,
+                    next.offset.unwrap_or(0),
+                    p.number,
+                    end.map_or("an overflowing offset".into(), |e| e.to_string())
+                ));
+            }
+        }
+        if let (Some(len), Some(end)) = (declared_len, offset.checked_add(p.size)) {
+            if end > len {
+                return bad(format!(
+                    "part {} ends at byte {end}, past the declared length {len}",
+                    p.number
+                ));
+            }
+        }
+    }
+    if total > limits.max_file_size {
+        return Err(Error::FileTooLarge {
+            len: total,
+            max: limits.max_file_size,
+        });
+    }
+    if let Some(len) = declared_len {
+        if total > len {
+            return bad(format!(
+                "the planned parts hold {total} bytes, more than the declared length {len}"
+            ));
+        }
+    }
+    Ok(out)
+}
