@@ -1,0 +1,73 @@
+//! Helpers shared by the engine tests: deterministic data, small limits,
+//! plans with midstates the way a KooDrive client computes them.
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use partseal::{Config, Engine, HashCtx, Limits, Midstate, PartPlan, Sha256};
+
+/// Deterministic pseudo-random bytes (splitmix64).
+pub fn data(len: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_add(0x9e3779b97f4a7c15);
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        s = s.wrapping_add(0x9e3779b97f4a7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^= z >> 31;
+        out.extend_from_slice(&z.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// Small limits so that tests can use small parts.
+pub fn config() -> Config {
+    let mut cfg = Config::default();
+    cfg.limits = Limits {
+        min_part_size: 64,
+        max_part_size: 64 << 20,
+        max_file_size: 1 << 30,
+    };
+    cfg.pipeline.window = 64 * 1024;
+    cfg
+}
+
+pub fn open(root: &Path) -> Engine {
+    Engine::open(root, config()).expect("open store")
+}
+
+pub fn sha(data: &[u8]) -> Sha256 {
+    Sha256::digest(data)
+}
+
+/// Splits `data` into parts of `part_size` (the last one the remainder, or
+/// an empty last part when `empty_last` and the length divides evenly).
+pub fn split(data: &[u8], part_size: usize, empty_last: bool) -> Vec<&[u8]> {
+    let mut parts: Vec<&[u8]> = data.chunks(part_size).collect();
+    if parts.is_empty() || (empty_last && data.len() % part_size == 0) {
+        parts.push(&data[data.len()..]);
+    }
+    parts
+}
+
+/// The plan a KooDrive client sends for `parts`: offsets and midstates.
+pub fn chain_plan(parts: &[&[u8]]) -> Vec<PartPlan> {
+    let mut mid = Midstate::new();
+    let mut plan = Vec::new();
+    for (i, p) in parts.iter().enumerate() {
+        let ctx = (i > 0).then(|| mid.ctx());
+        plan.push(
+            PartPlan::new(i as u64 + 1, p.len() as u64, Some(mid.len()), ctx).expect("valid part"),
+        );
+        if i + 1 < parts.len() {
+            mid.fold(p);
+        }
+    }
+    plan
+}
+
+pub fn initial() -> HashCtx {
+    HashCtx::INITIAL
+}

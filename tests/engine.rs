@@ -1,0 +1,585 @@
+//! End-to-end behaviour of the engine on real files in temporary stores.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+
+use common::*;
+use partseal::{Error, FileSpec, LinkCheck, Owner, PartPlan};
+
+fn owner() -> Owner {
+    Owner::new("alice").unwrap()
+}
+
+fn read_committed(engine: &partseal::Engine, id: &partseal::FileId) -> Vec<u8> {
+    std::fs::read(engine.get(&owner(), id).unwrap().path).unwrap()
+}
+
+fn stream_round_trip(len: usize, part: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(len, len as u64);
+    let parts = split(&bytes, part, false);
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    // Out of order: last first.
+    for (i, p) in parts.iter().enumerate().rev() {
+        let r = engine
+            .put_part(&owner(), &id, i as u64 + 1, *p, Some(p.len() as u64))
+            .unwrap();
+        assert_eq!(r.sha256, sha(p));
+        assert_eq!(r.link, LinkCheck::NotApplicable);
+    }
+    let v = engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
+    assert_eq!(v.sha256, sha(&bytes));
+    assert_eq!(v.length, len as u64);
+    assert_eq!(v.parts as usize, parts.len());
+    assert_eq!(read_committed(&engine, &id), bytes);
+}
+
+#[test]
+fn stream_mode_round_trips_with_one_two_and_many_parts() {
+    stream_round_trip(1000, 4096);
+    stream_round_trip(5000, 4000);
+    stream_round_trip(300_000, 1000);
+    stream_round_trip(0, 64);
+}
+
+fn chain_round_trip(len: usize, part: usize, empty_last: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(len, 7 + len as u64);
+    let parts = split(&bytes, part, empty_last);
+    let plan = chain_plan(&parts);
+    let spec = FileSpec {
+        length: Some(len as u64),
+        plan,
+        ..FileSpec::default()
+    };
+    let id = engine.create(&owner(), spec).unwrap();
+    for (i, p) in parts.iter().enumerate().rev() {
+        let r = engine
+            .put_part(&owner(), &id, i as u64 + 1, *p, Some(p.len() as u64))
+            .unwrap();
+        let last = i + 1 == parts.len();
+        // The last part's link needs the file digest, which was not declared.
+        let want = if last {
+            LinkCheck::Pending
+        } else {
+            LinkCheck::Holds
+        };
+        assert_eq!(r.link, want, "part {}", i + 1);
+        assert_eq!(r.sha256, sha(p));
+    }
+    let v = engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
+    assert_eq!(v.sha256, sha(&bytes));
+    assert_eq!(v.length, len as u64);
+    assert_eq!(v.parts as usize, parts.len());
+    assert_eq!(read_committed(&engine, &id), bytes);
+}
+
+#[test]
+fn chain_mode_round_trips_with_one_two_and_many_parts() {
+    chain_round_trip(100, 1024, false);
+    chain_round_trip(1500, 1024, false);
+    chain_round_trip(100_000, 1024, false);
+    chain_round_trip(64 * 100, 640, false);
+}
+
+#[test]
+fn chain_mode_accepts_an_empty_last_part() {
+    chain_round_trip(4096, 1024, true);
+    chain_round_trip(0, 64, true);
+}
+
+#[test]
+fn declared_digest_checks_the_last_link_on_arrival() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(3000, 1);
+    let parts = split(&bytes, 1024, false);
+    let spec = FileSpec {
+        length: Some(3000),
+        sha256: Some(sha(&bytes)),
+        plan: chain_plan(&parts),
+        ..FileSpec::default()
+    };
+    let id = engine.create(&owner(), spec).unwrap();
+    let mut bad = parts[2].to_vec();
+    bad[0] ^= 1;
+    match engine.put_part(&owner(), &id, 3, &bad[..], None) {
+        Err(Error::LinkMismatch { part: 3 }) => {}
+        other => panic!("expected link mismatch of part 3, got {other:?}"),
+    }
+    let r = engine.put_part(&owner(), &id, 3, parts[2], None).unwrap();
+    assert_eq!(r.link, LinkCheck::Holds);
+}
+
+#[test]
+fn corrupt_part_is_named_and_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(5 * 1024, 2);
+    let parts = split(&bytes, 1024, false);
+    let id = engine
+        .create(
+            &owner(),
+            FileSpec {
+                plan: chain_plan(&parts),
+                ..FileSpec::default()
+            },
+        )
+        .unwrap();
+    let mut bad = parts[2].to_vec();
+    bad[500] ^= 0x40;
+    match engine.put_part(&owner(), &id, 3, &bad[..], None) {
+        Err(Error::LinkMismatch { part: 3 }) => {}
+        other => panic!("expected link mismatch of part 3, got {other:?}"),
+    }
+    assert!(engine.parts(&owner(), &id).unwrap().is_empty());
+    for (i, p) in parts.iter().enumerate() {
+        engine
+            .put_part(&owner(), &id, i as u64 + 1, *p, None)
+            .unwrap();
+    }
+    engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
+    assert_eq!(read_committed(&engine, &id), bytes);
+}
+
+#[test]
+fn link_unchecked_on_arrival_is_named_at_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(4 * 1024, 3);
+    let parts = split(&bytes, 1024, false);
+    let plan = chain_plan(&parts);
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    // Plan part 2 alone first: its link to part 3 is unknown when it arrives.
+    engine.plan_parts(&owner(), &id, &plan[..2]).unwrap();
+    let mut bad = parts[1].to_vec();
+    bad[10] ^= 1;
+    engine.put_part(&owner(), &id, 1, parts[0], None).unwrap();
+    let r = engine.put_part(&owner(), &id, 2, &bad[..], None).unwrap();
+    assert_eq!(r.link, LinkCheck::Pending);
+    engine.plan_parts(&owner(), &id, &plan[2..]).unwrap();
+    engine.put_part(&owner(), &id, 3, parts[2], None).unwrap();
+    engine.put_part(&owner(), &id, 4, parts[3], None).unwrap();
+    match engine.verify(&owner(), &id, None) {
+        Err(Error::LinkMismatch { part: 2 }) => {}
+        other => panic!("expected link mismatch of part 2, got {other:?}"),
+    }
+    // Replace the bad part (staged, then moved into place) and complete.
+    let r = engine.put_part(&owner(), &id, 2, parts[1], None).unwrap();
+    assert_eq!(r.link, LinkCheck::Holds);
+    let v = engine.verify(&owner(), &id, None).unwrap();
+    assert_eq!(v.sha256, sha(&bytes));
+    assert_eq!(read_committed(&engine, &id), bytes);
+}
+
+#[test]
+fn rejected_replacement_leaves_the_acknowledged_part_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(3 * 1024, 4);
+    let parts = split(&bytes, 1024, false);
+    let id = engine
+        .create(
+            &owner(),
+            FileSpec {
+                plan: chain_plan(&parts),
+                ..FileSpec::default()
+            },
+        )
+        .unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        engine
+            .put_part(&owner(), &id, i as u64 + 1, *p, None)
+            .unwrap();
+    }
+    let mut bad = parts[0].to_vec();
+    bad[0] ^= 1;
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 1, &bad[..], None),
+        Err(Error::LinkMismatch { part: 1 })
+    ));
+    // A good replacement goes through the staged path.
+    engine.put_part(&owner(), &id, 2, parts[1], None).unwrap();
+    let v = engine.verify(&owner(), &id, None).unwrap();
+    assert_eq!(v.sha256, sha(&bytes));
+    assert_eq!(read_committed(&engine, &id), bytes);
+}
+
+#[test]
+fn replaced_stream_part_wins_even_after_eager_hashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let mut bytes = data(8 * 4096, 5);
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    for (i, p) in bytes.chunks(4096).enumerate() {
+        engine
+            .put_part(&owner(), &id, i as u64 + 1, p, None)
+            .unwrap();
+    }
+    // Give the background hasher time to fold the prefix in.
+    thread::sleep(std::time::Duration::from_millis(200));
+    bytes[4096 + 17] ^= 0xff;
+    engine
+        .put_part(&owner(), &id, 2, &bytes[4096..8192], None)
+        .unwrap();
+    let v = engine.verify(&owner(), &id, None).unwrap();
+    assert_eq!(v.sha256, sha(&bytes));
+    assert_eq!(read_committed(&engine, &id), bytes);
+}
+
+#[test]
+fn concurrent_part_uploads_in_both_modes() {
+    for chain in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(open(dir.path()));
+        let bytes = Arc::new(data(64 * 1024, 6));
+        let parts: Vec<Vec<u8>> = bytes.chunks(1024).map(<[u8]>::to_vec).collect();
+        let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+        let spec = FileSpec {
+            plan: if chain {
+                chain_plan(&slices)
+            } else {
+                Vec::new()
+            },
+            ..FileSpec::default()
+        };
+        let id = engine.create(&owner(), spec).unwrap();
+        let parts = Arc::new(parts);
+        let handles: Vec<_> = (0..8)
+            .map(|t| {
+                let (engine, parts, id) = (engine.clone(), parts.clone(), id.clone());
+                thread::spawn(move || {
+                    for i in (t..parts.len()).step_by(8) {
+                        engine
+                            .put_part(&owner(), &id, i as u64 + 1, &parts[i][..], None)
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert_eq!(engine.parts(&owner(), &id).unwrap().len(), 64);
+        let v = engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
+        assert_eq!(v.parts, 64);
+        assert_eq!(read_committed(&engine, &id), *bytes);
+    }
+}
+
+#[test]
+fn wrong_expected_digest_leaves_upload_completable() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(10_000, 8);
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    for (i, p) in bytes.chunks(3000).enumerate() {
+        engine
+            .put_part(&owner(), &id, i as u64 + 1, p, None)
+            .unwrap();
+    }
+    let wrong = sha(b"something else");
+    match engine.verify(&owner(), &id, Some(wrong)) {
+        Err(Error::DigestMismatch {
+            expected, actual, ..
+        }) => {
+            assert_eq!(expected, wrong.to_hex());
+            assert_eq!(actual, sha(&bytes).to_hex());
+        }
+        other => panic!("expected digest mismatch, got {other:?}"),
+    }
+    assert_eq!(engine.parts(&owner(), &id).unwrap().len(), 4);
+    assert!(matches!(engine.get(&owner(), &id), Err(Error::NotFound)));
+    let v = engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
+    assert_eq!(v.sha256, sha(&bytes));
+}
+
+#[test]
+fn repeated_and_concurrent_verify_return_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(dir.path()));
+    let bytes = data(200_000, 9);
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    for (i, p) in bytes.chunks(50_000).enumerate() {
+        engine
+            .put_part(&owner(), &id, i as u64 + 1, p, None)
+            .unwrap();
+    }
+    let handles: Vec<_> = (0..4)
+        .map(|_| {
+            let (engine, id) = (engine.clone(), id.clone());
+            thread::spawn(move || engine.verify(&owner(), &id, None).unwrap())
+        })
+        .collect();
+    let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    for r in &results {
+        assert_eq!(r, &results[0]);
+    }
+    assert_eq!(engine.verify(&owner(), &id, None).unwrap(), results[0]);
+    assert!(matches!(
+        engine.verify(&owner(), &id, Some(sha(b"x"))),
+        Err(Error::DigestMismatch { .. })
+    ));
+    // Parts can no longer be sent.
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 1, &b"x"[..], None),
+        Err(Error::Conflict(_))
+    ));
+}
+
+#[test]
+fn missing_parts_are_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    for n in [1u64, 3, 6] {
+        engine
+            .put_part(&owner(), &id, n, &data(100, n)[..], None)
+            .unwrap();
+    }
+    match engine.verify(&owner(), &id, None) {
+        Err(Error::MissingParts { first, count }) => {
+            assert_eq!(first, vec![2, 4, 5]);
+            assert_eq!(count, 3);
+        }
+        other => panic!("expected missing parts, got {other:?}"),
+    }
+    let empty = engine.create(&owner(), FileSpec::default()).unwrap();
+    assert!(matches!(
+        engine.verify(&owner(), &empty, None),
+        Err(Error::MissingParts { .. })
+    ));
+}
+
+#[test]
+fn md5_is_computed_in_the_same_pass_and_checked() {
+    use md5::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(300_000, 10);
+    let want: [u8; 16] = md5::Md5::digest(&bytes).into();
+    for chain in [false, true] {
+        for good in [false, true] {
+            let parts = split(&bytes, 64 * 1000, false);
+            let mut wrong = want;
+            wrong[0] ^= 1;
+            let spec = FileSpec {
+                md5: Some(if good { want } else { wrong }),
+                plan: if chain {
+                    chain_plan(&parts)
+                } else {
+                    Vec::new()
+                },
+                ..FileSpec::default()
+            };
+            let id = engine.create(&owner(), spec).unwrap();
+            for (i, p) in parts.iter().enumerate() {
+                engine
+                    .put_part(&owner(), &id, i as u64 + 1, *p, None)
+                    .unwrap();
+            }
+            match engine.verify(&owner(), &id, None) {
+                Ok(v) if good => assert_eq!(v.md5, Some(want)),
+                Err(Error::DigestMismatch {
+                    kind: partseal::DigestKind::Md5,
+                    actual,
+                    ..
+                }) if !good => {
+                    assert_eq!(actual, hex::encode(want));
+                    assert_eq!(engine.parts(&owner(), &id).unwrap().len(), parts.len());
+                }
+                other => panic!("chain={chain} good={good}: {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn abort_removes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    engine
+        .put_part(&owner(), &id, 1, &data(5000, 1)[..], None)
+        .unwrap();
+    engine.abort(&owner(), &id).unwrap();
+    assert!(!dir.path().join("uploads").join(id.as_str()).exists());
+    assert!(matches!(engine.parts(&owner(), &id), Err(Error::NotFound)));
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 1, &b"x"[..], None),
+        Err(Error::NotFound)
+    ));
+    assert!(matches!(
+        engine.verify(&owner(), &id, None),
+        Err(Error::NotFound)
+    ));
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}
+
+#[test]
+fn another_owner_cannot_touch_an_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let mallory = Owner::new("mallory").unwrap();
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    engine
+        .put_part(&owner(), &id, 1, &b"mine"[..], None)
+        .unwrap();
+    assert!(matches!(
+        engine.put_part(&mallory, &id, 1, &b"theirs"[..], None),
+        Err(Error::NotOwner)
+    ));
+    assert!(matches!(engine.parts(&mallory, &id), Err(Error::NotOwner)));
+    assert!(matches!(
+        engine.verify(&mallory, &id, None),
+        Err(Error::NotOwner)
+    ));
+    assert!(matches!(engine.abort(&mallory, &id), Err(Error::NotOwner)));
+    engine.verify(&owner(), &id, None).unwrap();
+    assert!(matches!(engine.get(&mallory, &id), Err(Error::NotOwner)));
+    assert!(matches!(engine.delete(&mallory, &id), Err(Error::NotOwner)));
+    engine.delete(&owner(), &id).unwrap();
+    assert!(matches!(engine.get(&owner(), &id), Err(Error::NotFound)));
+}
+
+#[test]
+fn bad_bodies_are_refused_and_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(2048, 11);
+    let parts = split(&bytes, 1024, false);
+    let id = engine
+        .create(
+            &owner(),
+            FileSpec {
+                plan: chain_plan(&parts),
+                ..FileSpec::default()
+            },
+        )
+        .unwrap();
+    // Truncated: fewer bytes than planned.
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 1, &parts[0][..500], None),
+        Err(Error::PartTooSmall { part: 1, .. })
+    ));
+    // Longer than planned.
+    let long = data(1500, 12);
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 1, &long[..], None),
+        Err(Error::PartTooLarge { part: 1, .. })
+    ));
+    // Not planned.
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 3, &parts[0][..], None),
+        Err(Error::PartOutOfRange { part: 3, .. })
+    ));
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 0, &parts[0][..], None),
+        Err(Error::PartOutOfRange { .. })
+    ));
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 10_001, &parts[0][..], None),
+        Err(Error::PartOutOfRange { .. })
+    ));
+    assert!(engine.parts(&owner(), &id).unwrap().is_empty());
+
+    // Stream mode: a body shorter than its Content-Length is not kept.
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 1, &bytes[..100], Some(200)),
+        Err(Error::PartTooSmall {
+            part: 1,
+            len: 100,
+            min: 200
+        })
+    ));
+    assert!(engine.parts(&owner(), &id).unwrap().is_empty());
+    let parts_dir = dir.path().join("uploads").join(id.as_str()).join("parts");
+    assert_eq!(std::fs::read_dir(parts_dir).unwrap().count(), 0);
+}
+
+#[test]
+fn small_middle_part_and_length_mismatch_fail_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config();
+    cfg.limits.min_part_size = 1000;
+    let engine = partseal::Engine::open(dir.path(), cfg).unwrap();
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    engine
+        .put_part(&owner(), &id, 1, &data(500, 1)[..], None)
+        .unwrap();
+    engine
+        .put_part(&owner(), &id, 2, &data(500, 2)[..], None)
+        .unwrap();
+    assert!(matches!(
+        engine.verify(&owner(), &id, None),
+        Err(Error::PartTooSmall {
+            part: 1,
+            len: 500,
+            min: 1000
+        })
+    ));
+    let id = engine
+        .create(
+            &owner(),
+            FileSpec {
+                length: Some(2000),
+                ..FileSpec::default()
+            },
+        )
+        .unwrap();
+    engine
+        .put_part(&owner(), &id, 1, &data(1500, 1)[..], None)
+        .unwrap();
+    assert!(matches!(
+        engine.verify(&owner(), &id, None),
+        Err(Error::LengthMismatch {
+            declared: 2000,
+            actual: 1500
+        })
+    ));
+}
+
+#[test]
+fn digest_given_at_verify_must_agree_with_the_declared_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(1000, 13);
+    let id = engine
+        .create(
+            &owner(),
+            FileSpec {
+                sha256: Some(sha(&bytes)),
+                ..FileSpec::default()
+            },
+        )
+        .unwrap();
+    engine.put_part(&owner(), &id, 1, &bytes[..], None).unwrap();
+    assert!(matches!(
+        engine.verify(&owner(), &id, Some(sha(b"other"))),
+        Err(Error::ConflictingExpected { .. })
+    ));
+    engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
+}
+
+#[test]
+fn plans_of_both_kinds_cannot_be_mixed() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    engine
+        .put_part(&owner(), &id, 1, &data(100, 1)[..], None)
+        .unwrap();
+    let plan = vec![PartPlan::new(2, 64, Some(64), Some(initial())).unwrap()];
+    assert!(matches!(
+        engine.plan_parts(&owner(), &id, &plan),
+        Err(Error::BadPlan(_))
+    ));
+}
