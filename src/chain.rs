@@ -100,10 +100,10 @@ pub fn verify_chain(links: &[LinkInput<'_>], expected: Option<&Sha256>) -> Resul
                 }
             }
             LinkValue::Digest(d) => {
-                if let Some(e) = expected {
-                    if d != e {
-                        return Err(Error::sha256_mismatch(e, d));
-                    }
+                if let Some(e) = expected
+                    && d != e
+                {
+                    return Err(Error::sha256_mismatch(e, d));
                 }
                 return Ok(*d);
             }

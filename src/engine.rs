@@ -230,13 +230,13 @@ impl Engine {
     /// Starts an upload for `owner` and returns its new id.
     pub fn create(&self, owner: &Owner, spec: FileSpec) -> Result<FileId> {
         let limits = &self.inner.cfg.limits;
-        if let Some(len) = spec.length {
-            if len > limits.max_file_size {
-                return Err(Error::FileTooLarge {
-                    len,
-                    max: limits.max_file_size,
-                });
-            }
+        if let Some(len) = spec.length
+            && len > limits.max_file_size
+        {
+            return Err(Error::FileTooLarge {
+                len,
+                max: limits.max_file_size,
+            });
         }
         let (mode, plan) = if spec.plan.is_empty() {
             (Mode::Unset, BTreeMap::new())
@@ -367,14 +367,14 @@ impl Engine {
             if len > max {
                 return Err(Error::PartTooLarge { part: n, max });
             }
-            if let Some(p) = planned {
-                if len < p.size {
-                    return Err(Error::PartTooSmall {
-                        part: n,
-                        len,
-                        min: p.size,
-                    });
-                }
+            if let Some(p) = planned
+                && len < p.size
+            {
+                return Err(Error::PartTooSmall {
+                    part: n,
+                    len,
+                    min: p.size,
+                });
             }
         }
         let min_len = planned.map(|p| p.size).or(expected_len);
@@ -501,13 +501,11 @@ impl Engine {
             }
             let is_last = record.length == Some(offset + p.size)
                 && record.plan.keys().next_back() == Some(&n);
-            if is_last {
-                if let Some(expected) = &record.sha256 {
-                    if *expected != digest_if_last.to_hex() {
-                        return Err(Error::LinkMismatch { part: n });
-                    }
-                    checked = true;
+            if is_last && let Some(expected) = &record.sha256 {
+                if *expected != digest_if_last.to_hex() {
+                    return Err(Error::LinkMismatch { part: n });
                 }
+                checked = true;
             }
             file.sync_data().map_err(Error::io("part data"))?;
             let rec = PartRecord {
@@ -627,13 +625,13 @@ impl Engine {
             .as_deref()
             .map(|s| parse_hex_digest(s, "upload record"))
             .transpose()?;
-        if let (Some(d), Some(e)) = (&declared, &expected) {
-            if d != e {
-                return Err(Error::ConflictingExpected {
-                    declared: d.to_hex(),
-                    given: e.to_hex(),
-                });
-            }
+        if let (Some(d), Some(e)) = (&declared, &expected)
+            && d != e
+        {
+            return Err(Error::ConflictingExpected {
+                declared: d.to_hex(),
+                given: e.to_hex(),
+            });
         }
         let expected = expected.or(declared);
         let staging = self
@@ -686,13 +684,13 @@ impl Engine {
         }
         let last_plan = record.plan[&last];
         let total = last_plan.offset.unwrap_or(0) + last_plan.size;
-        if let Some(declared) = record.length {
-            if declared != total {
-                return Err(Error::LengthMismatch {
-                    declared,
-                    actual: total,
-                });
-            }
+        if let Some(declared) = record.length
+            && declared != total
+        {
+            return Err(Error::LengthMismatch {
+                declared,
+                actual: total,
+            });
         }
         for n in 1..last {
             let next_ctx = record.plan[&(n + 1)].ctx.map(HashCtx::to_hex);
@@ -705,10 +703,10 @@ impl Engine {
             .as_deref()
             .ok_or(Error::LinkMismatch { part: last })
             .and_then(|s| parse_hex_digest(s, "part record"))?;
-        if let Some(e) = expected {
-            if *e != digest {
-                return Err(Error::sha256_mismatch(e, &digest));
-            }
+        if let Some(e) = expected
+            && *e != digest
+        {
+            return Err(Error::sha256_mismatch(e, &digest));
         }
         let layout = &self.inner.layout;
         let asm = store::open_assembly(layout, &up.id)?;
@@ -785,13 +783,13 @@ impl Engine {
                 max: limits.max_file_size,
             });
         }
-        if let Some(declared) = record.length {
-            if declared != total {
-                return Err(Error::LengthMismatch {
-                    declared,
-                    actual: total,
-                });
-            }
+        if let Some(declared) = record.length
+            && declared != total
+        {
+            return Err(Error::LengthMismatch {
+                declared,
+                actual: total,
+            });
         }
         // The checkpoints are valid for the prefix whose part versions match.
         let valid = checkpoints
@@ -836,10 +834,10 @@ impl Engine {
             &|_| {},
         )?;
         let digest = result.sha.finalize();
-        if let Some(e) = expected {
-            if *e != digest {
-                return Err(Error::sha256_mismatch(e, &digest));
-            }
+        if let Some(e) = expected
+            && *e != digest
+        {
+            return Err(Error::sha256_mismatch(e, &digest));
         }
         let md5 = match (&record.md5, result.md5) {
             (Some(want), Some(m)) => Some(check_md5(want, m)?),
@@ -885,10 +883,10 @@ impl Engine {
     ) -> Result<Verified> {
         let rec = self.file_record(owner, id)?;
         let sha256 = parse_hex_digest(&rec.sha256, "file record")?;
-        if let Some(e) = expected {
-            if *e != sha256 {
-                return Err(Error::sha256_mismatch(e, &sha256));
-            }
+        if let Some(e) = expected
+            && *e != sha256
+        {
+            return Err(Error::sha256_mismatch(e, &sha256));
         }
         Ok(Verified {
             sha256,

@@ -151,7 +151,7 @@ impl Midstate {
     /// Resumes from a client-supplied context at byte `offset`, which must be
     /// a multiple of 64 (a block boundary).
     pub fn resume(ctx: HashCtx, offset: u64) -> Result<Midstate, ParseError> {
-        if offset % BLOCK as u64 != 0 {
+        if !offset.is_multiple_of(BLOCK as u64) {
             return Err(ParseError::new(format!(
                 "offset {offset} is not a multiple of 64 bytes"
             )));

@@ -99,16 +99,16 @@ pub fn run(
                         Arc::new(read_window(seg.file, off, len).map_err(Error::io("part data"))?);
                     off += len as u64;
                     // A closed channel means that stage failed; it reports why.
-                    if let Some(t) = &out_tx {
-                        if t.send((chunk.clone(), seg.hash)).is_err() {
-                            return Ok(());
-                        }
+                    if let Some(t) = &out_tx
+                        && t.send((chunk.clone(), seg.hash)).is_err()
+                    {
+                        return Ok(());
                     }
                     if seg.hash {
-                        if let Some(t) = &md5_tx {
-                            if t.send((chunk.clone(), true)).is_err() {
-                                return Ok(());
-                            }
+                        if let Some(t) = &md5_tx
+                            && t.send((chunk.clone(), true)).is_err()
+                        {
+                            return Ok(());
                         }
                         if sha_tx.send((chunk, true)).is_err() {
                             return Ok(());

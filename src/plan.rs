@@ -120,10 +120,10 @@ pub fn merge(
         if !seen.insert(p.number) {
             return bad(format!("part {} is listed twice", p.number));
         }
-        if let Some(old) = plan.get(&p.number) {
-            if old != p {
-                return bad(format!("part {} was already planned differently", p.number));
-            }
+        if let Some(old) = plan.get(&p.number)
+            && old != p
+        {
+            return bad(format!("part {} was already planned differently", p.number));
         }
         out.insert(p.number, *p);
     }
@@ -191,13 +191,13 @@ pub fn merge(
                 ));
             }
         }
-        if let (Some(len), Some(end)) = (declared_len, offset.checked_add(p.size)) {
-            if end > len {
-                return bad(format!(
-                    "part {} ends at byte {end}, past the declared length {len}",
-                    p.number
-                ));
-            }
+        if let (Some(len), Some(end)) = (declared_len, offset.checked_add(p.size))
+            && end > len
+        {
+            return bad(format!(
+                "part {} ends at byte {end}, past the declared length {len}",
+                p.number
+            ));
         }
     }
     if total > limits.max_file_size {
@@ -206,12 +206,12 @@ pub fn merge(
             max: limits.max_file_size,
         });
     }
-    if let Some(len) = declared_len {
-        if total > len {
-            return bad(format!(
-                "the planned parts hold {total} bytes, more than the declared length {len}"
-            ));
-        }
+    if let Some(len) = declared_len
+        && total > len
+    {
+        return bad(format!(
+            "the planned parts hold {total} bytes, more than the declared length {len}"
+        ));
     }
     Ok(out)
 }

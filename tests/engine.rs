@@ -477,15 +477,15 @@ fn bad_bodies_are_refused_and_not_kept() {
     ));
     // Not planned.
     assert!(matches!(
-        engine.put_part(&owner(), &id, 3, &parts[0][..], None),
+        engine.put_part(&owner(), &id, 3, parts[0], None),
         Err(Error::PartOutOfRange { part: 3, .. })
     ));
     assert!(matches!(
-        engine.put_part(&owner(), &id, 0, &parts[0][..], None),
+        engine.put_part(&owner(), &id, 0, parts[0], None),
         Err(Error::PartOutOfRange { .. })
     ));
     assert!(matches!(
-        engine.put_part(&owner(), &id, 10_001, &parts[0][..], None),
+        engine.put_part(&owner(), &id, 10_001, parts[0], None),
         Err(Error::PartOutOfRange { .. })
     ));
     assert!(engine.parts(&owner(), &id).unwrap().is_empty());

@@ -24,11 +24,13 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 
 /// Small limits so that tests can use small parts.
 pub fn config() -> Config {
-    let mut cfg = Config::default();
-    cfg.limits = Limits {
-        min_part_size: 64,
-        max_part_size: 64 << 20,
-        max_file_size: 1 << 30,
+    let mut cfg = Config {
+        limits: Limits {
+            min_part_size: 64,
+            max_part_size: 64 << 20,
+            max_file_size: 1 << 30,
+        },
+        ..Config::default()
     };
     cfg.pipeline.window = 64 * 1024;
     cfg
@@ -46,7 +48,7 @@ pub fn sha(data: &[u8]) -> Sha256 {
 /// an empty last part when `empty_last` and the length divides evenly).
 pub fn split(data: &[u8], part_size: usize, empty_last: bool) -> Vec<&[u8]> {
     let mut parts: Vec<&[u8]> = data.chunks(part_size).collect();
-    if parts.is_empty() || (empty_last && data.len() % part_size == 0) {
+    if parts.is_empty() || (empty_last && data.len().is_multiple_of(part_size)) {
         parts.push(&data[data.len()..]);
     }
     parts
