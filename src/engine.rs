@@ -362,10 +362,15 @@ impl Engine {
                 reason: "the part is not in the upload's plan".into(),
             });
         }
-        let max = planned.map_or(limits.max_part_size, |p| p.size);
+        let bound = planned.map_or(limits.max_part_size, |p| p.size);
+        // Never take more than the plan, the limit or the announced length.
+        let max = bound.min(expected_len.unwrap_or(u64::MAX));
         if let Some(len) = expected_len {
-            if len > max {
-                return Err(Error::PartTooLarge { part: n, max });
+            if len > bound {
+                return Err(Error::PartTooLarge {
+                    part: n,
+                    max: bound,
+                });
             }
             if let Some(p) = planned
                 && len < p.size
@@ -577,8 +582,7 @@ impl Engine {
 
     /// Deletes a committed file.
     pub fn delete(&self, owner: &Owner, id: &FileId) -> Result<()> {
-        let rec = self.file_record(owner, id)?;
-        let _ = rec;
+        self.file_record(owner, id)?;
         let layout = &self.inner.layout;
         self.discard(&layout.file_dir(id), &layout.files_dir())
     }

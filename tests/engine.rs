@@ -583,3 +583,15 @@ fn plans_of_both_kinds_cannot_be_mixed() {
         Err(Error::BadPlan(_))
     ));
 }
+
+#[test]
+fn body_longer_than_announced_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    assert!(matches!(
+        engine.put_part(&owner(), &id, 1, &data(300, 1)[..], Some(200)),
+        Err(Error::PartTooLarge { part: 1, max: 200 })
+    ));
+    assert!(engine.parts(&owner(), &id).unwrap().is_empty());
+}
