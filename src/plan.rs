@@ -171,7 +171,7 @@ pub fn merge(
         }
         if p.number == 1 {
             if offset != 0 {
-                return bad(format!("part 1 starts at offset 0, not {offset}"));
+                return bad(format!("part 1 must start at offset 0, not {offset}"));
             }
             if p.ctx.is_some_and(|c| c != HashCtx::INITIAL) {
                 return bad("the hashCtx of part 1 must be the SHA-256 initial value".into());
@@ -191,7 +191,16 @@ pub fn merge(
                 ));
             }
         }
-        if let (Some(len), Some(end)) = (declared_len, offset.checked_add(p.size))
+        // A part must end within the largest file, and an end past u64::MAX
+        // must not slip past the declared-length check.
+        let end = offset.saturating_add(p.size);
+        if end > limits.max_file_size {
+            return Err(Error::FileTooLarge {
+                len: end,
+                max: limits.max_file_size,
+            });
+        }
+        if let Some(len) = declared_len
             && end > len
         {
             return bad(format!(
