@@ -41,3 +41,8 @@ pub use error::{DigestKind, Error, ParseError, Result};
 pub use id::{FileId, Owner, PartNumber};
 pub use midstate::{HashCtx, Hasher, Midstate, Sha256};
 pub use plan::{Limits, PartPlan};
+
+/// Compiles the examples in README.md so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
