@@ -168,10 +168,14 @@ impl Upload {
     }
 }
 
+/// Committed files by owner, SHA-256 (hex) and length, for flash upload.
+type ContentIndex = HashMap<(String, String, u64), Vec<FileId>>;
+
 struct Inner {
     layout: Layout,
     cfg: Config,
     uploads: Mutex<HashMap<FileId, Arc<Upload>>>,
+    committed: Mutex<ContentIndex>,
 }
 
 /// The upload engine over one store directory.
@@ -213,11 +217,19 @@ impl Engine {
             };
             uploads.insert(r.id, Arc::new(up));
         }
+        let mut committed = ContentIndex::new();
+        for (id, rec) in store::committed(&layout)? {
+            committed
+                .entry((rec.owner, rec.sha256, rec.length))
+                .or_default()
+                .push(id);
+        }
         Ok(Engine {
             inner: Arc::new(Inner {
                 layout,
                 cfg,
                 uploads: Mutex::new(uploads),
+                committed: Mutex::new(committed),
             }),
         })
     }
@@ -582,9 +594,18 @@ impl Engine {
 
     /// Deletes a committed file.
     pub fn delete(&self, owner: &Owner, id: &FileId) -> Result<()> {
-        self.file_record(owner, id)?;
+        let rec = self.file_record(owner, id)?;
         let layout = &self.inner.layout;
-        self.discard(&layout.file_dir(id), &layout.files_dir())
+        self.discard(&layout.file_dir(id), &layout.files_dir())?;
+        let key = (rec.owner, rec.sha256, rec.length);
+        let mut index = lock(&self.inner.committed);
+        if let Some(ids) = index.get_mut(&key) {
+            ids.retain(|i| i != id);
+            if ids.is_empty() {
+                index.remove(&key);
+            }
+        }
+        Ok(())
     }
 
     /// A committed file's location and digests.
@@ -730,14 +751,7 @@ impl Engine {
             }
             None => None,
         };
-        let data = staging.join("data");
-        if fs::hard_link(layout.assembly(&up.id), &data).is_err() {
-            // File systems without hard links get a copy: slower, equally safe.
-            fs::copy(layout.assembly(&up.id), &data).map_err(Error::io("committed file"))?;
-            File::open(&data)
-                .and_then(|f| f.sync_all())
-                .map_err(Error::io("committed file"))?;
-        }
+        link_or_copy(&layout.assembly(&up.id), &staging.join("data"))?;
         Ok(Verified {
             sha256: digest,
             md5,
@@ -876,7 +890,60 @@ impl Engine {
         write_new(&staging.join("meta.json"), &to_json(&meta), "file record")?;
         fsync_dir(staging)?;
         fs::rename(staging, layout.file_dir(id)).map_err(Error::io("committed file"))?;
-        fsync_dir(&layout.files_dir())
+        fsync_dir(&layout.files_dir())?;
+        lock(&self.inner.committed)
+            .entry((meta.owner, meta.sha256, meta.length))
+            .or_default()
+            .push(id.clone());
+        Ok(())
+    }
+
+    /// A committed file of `owner` with this SHA-256 and length, if any: the
+    /// test for a flash upload.
+    pub fn find_committed(&self, owner: &Owner, sha256: &Sha256, length: u64) -> Option<FileId> {
+        let key = (owner.as_str().to_owned(), sha256.to_hex(), length);
+        lock(&self.inner.committed)
+            .get(&key)
+            .and_then(|ids| ids.first().cloned())
+    }
+
+    /// Commits a new file of `owner` with the bytes of the committed file
+    /// `source` (a flash upload): no bytes move, the new file shares the
+    /// source's data (a hard link, or a copy where links are impossible).
+    pub fn create_from(&self, owner: &Owner, source: &FileId) -> Result<(FileId, Verified)> {
+        let rec = self.file_record(owner, source)?;
+        let id = FileId::generate()?;
+        let layout = &self.inner.layout;
+        let staging = layout
+            .tmp_dir()
+            .join(format!("{id}.tmp-{}", random_suffix()?));
+        let res = (|| {
+            fs::create_dir(&staging).map_err(Error::io("commit directory"))?;
+            link_or_copy(&layout.file_data(source), &staging.join("data"))?;
+            let record = UploadRecord {
+                owner: rec.owner.clone(),
+                length: Some(rec.length),
+                sha256: Some(rec.sha256.clone()),
+                md5: rec.md5.clone(),
+                mode: Mode::Unset,
+                plan: BTreeMap::new(),
+            };
+            let verified = Verified {
+                sha256: parse_hex_digest(&rec.sha256, "file record")?,
+                md5: rec.md5.as_deref().and_then(parse_md5),
+                length: rec.length,
+                parts: rec.parts,
+            };
+            self.commit(&id, &record, &verified, &staging)?;
+            Ok(verified)
+        })();
+        match res {
+            Ok(v) => Ok((id, v)),
+            Err(e) => {
+                let _ = remove_any(&staging);
+                Err(e)
+            }
+        }
     }
 
     fn committed_verified(
@@ -1070,6 +1137,18 @@ fn check_md5(want_hex: &str, m: Md5) -> Result<[u8; 16]> {
         });
     }
     Ok(got)
+}
+
+/// Gives `to` the bytes of `from` without moving them: a hard link, or on
+/// file systems without hard links a copy (slower, equally safe), fsynced.
+fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+    if fs::hard_link(from, to).is_ok() {
+        return Ok(());
+    }
+    fs::copy(from, to).map_err(Error::io("committed file"))?;
+    File::open(to)
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io("committed file"))
 }
 
 /// Creates `path` with `bytes` and fsyncs it (the caller fsyncs the directory).

@@ -267,6 +267,21 @@ pub fn recover(layout: &Layout) -> Result<Vec<Recovered>> {
     Ok(out)
 }
 
+/// The committed files in the store with their records.
+pub fn committed(layout: &Layout) -> Result<Vec<(FileId, FileRecord)>> {
+    let mut out = Vec::new();
+    for entry in read_dir(&layout.files_dir())? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Ok(id) = name.parse::<FileId>() {
+            let path = layout.file_record(&id);
+            if path.exists() {
+                out.push((id, load_json(&path, "file record")?));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn recover_upload(layout: &Layout, id: FileId) -> Result<Recovered> {
     let record: UploadRecord = load_json(&layout.upload_record(&id), "upload record")?;
     let dir = layout.upload_dir(&id);

@@ -595,3 +595,41 @@ fn body_longer_than_announced_is_refused() {
     ));
     assert!(engine.parts(&owner(), &id).unwrap().is_empty());
 }
+
+#[test]
+fn flash_upload_shares_a_committed_file_of_the_same_owner() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(70_000, 14);
+    let source = {
+        let engine = open(dir.path());
+        let id = engine.create(&owner(), FileSpec::default()).unwrap();
+        engine.put_part(&owner(), &id, 1, &bytes[..], None).unwrap();
+        engine.verify(&owner(), &id, None).unwrap();
+        id
+    };
+    // The index of committed files is rebuilt when the store is opened.
+    let engine = open(dir.path());
+    let mallory = Owner::new("mallory").unwrap();
+    assert_eq!(engine.find_committed(&mallory, &sha(&bytes), 70_000), None);
+    assert_eq!(engine.find_committed(&owner(), &sha(&bytes), 69_999), None);
+    let found = engine
+        .find_committed(&owner(), &sha(&bytes), 70_000)
+        .unwrap();
+    assert_eq!(found, source);
+    assert!(matches!(
+        engine.create_from(&mallory, &found),
+        Err(Error::NotOwner)
+    ));
+    let (copy, v) = engine.create_from(&owner(), &found).unwrap();
+    assert_ne!(copy, source);
+    assert_eq!(v.sha256, sha(&bytes));
+    assert_eq!(engine.verify(&owner(), &copy, None).unwrap(), v);
+    engine.delete(&owner(), &source).unwrap();
+    assert_eq!(read_committed(&engine, &copy), bytes);
+    assert_eq!(
+        engine.find_committed(&owner(), &sha(&bytes), 70_000),
+        Some(copy.clone())
+    );
+    engine.delete(&owner(), &copy).unwrap();
+    assert_eq!(engine.find_committed(&owner(), &sha(&bytes), 70_000), None);
+}
