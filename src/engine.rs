@@ -61,7 +61,17 @@ pub struct FileSpec {
     pub md5: Option<[u8; 16]>,
     /// Parts declared up front (more may follow with [`Engine::plan_parts`]).
     pub plan: Vec<PartPlan>,
+    /// Labels of the embedding service (file name, folder, ...), stored with
+    /// the upload and the committed file and returned by [`Engine::get`].
+    /// The engine does not interpret them; at most [`MAX_LABELS`] labels of at
+    /// most [`MAX_LABEL_LEN`] bytes each.
+    pub labels: BTreeMap<String, String>,
 }
+
+/// Most labels an upload may carry.
+pub const MAX_LABELS: usize = 32;
+/// Longest label key or value, in bytes.
+pub const MAX_LABEL_LEN: usize = 1024;
 
 /// Whether a part's link in the SHA-256 chain was checked on arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,6 +134,8 @@ pub struct Committed {
     pub sha256: Sha256,
     /// Its MD5, when computed at verify.
     pub md5: Option<[u8; 16]>,
+    /// The labels given at create.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A checkpoint of eager hashing: the state after parts `1..=n`.
@@ -256,6 +268,16 @@ impl Engine {
             let plan = plan::merge(&BTreeMap::new(), &spec.plan, spec.length, limits)?;
             (plan_mode(&plan), plan)
         };
+        if spec.labels.len() > MAX_LABELS
+            || spec
+                .labels
+                .iter()
+                .any(|(k, v)| k.len() > MAX_LABEL_LEN || v.len() > MAX_LABEL_LEN)
+        {
+            return Err(Error::BadInput(crate::ParseError::new(format!(
+                "at most {MAX_LABELS} labels of at most {MAX_LABEL_LEN} bytes each"
+            ))));
+        }
         let record = UploadRecord {
             owner: owner.as_str().to_owned(),
             length: spec.length,
@@ -263,6 +285,7 @@ impl Engine {
             md5: spec.md5.map(hex::encode),
             mode,
             plan,
+            labels: spec.labels,
         };
         let id = FileId::generate()?;
         let layout = &self.inner.layout;
@@ -616,6 +639,7 @@ impl Engine {
             length: rec.length,
             sha256: parse_hex_digest(&rec.sha256, "file record")?,
             md5: rec.md5.as_deref().and_then(parse_md5),
+            labels: rec.labels,
         })
     }
 
@@ -886,6 +910,7 @@ impl Engine {
             sha256: v.sha256.to_hex(),
             md5: v.md5.map(hex::encode),
             parts: v.parts,
+            labels: record.labels.clone(),
         };
         write_new(&staging.join("meta.json"), &to_json(&meta), "file record")?;
         fsync_dir(staging)?;
@@ -910,7 +935,13 @@ impl Engine {
     /// Commits a new file of `owner` with the bytes of the committed file
     /// `source` (a flash upload): no bytes move, the new file shares the
     /// source's data (a hard link, or a copy where links are impossible).
-    pub fn create_from(&self, owner: &Owner, source: &FileId) -> Result<(FileId, Verified)> {
+    /// The new file carries `labels` (e.g. its own name).
+    pub fn create_from(
+        &self,
+        owner: &Owner,
+        source: &FileId,
+        labels: BTreeMap<String, String>,
+    ) -> Result<(FileId, Verified)> {
         let rec = self.file_record(owner, source)?;
         let id = FileId::generate()?;
         let layout = &self.inner.layout;
@@ -927,6 +958,7 @@ impl Engine {
                 md5: rec.md5.clone(),
                 mode: Mode::Unset,
                 plan: BTreeMap::new(),
+                labels,
             };
             let verified = Verified {
                 sha256: parse_hex_digest(&rec.sha256, "file record")?,

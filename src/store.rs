@@ -56,6 +56,9 @@ pub struct UploadRecord {
     pub mode: Mode,
     /// The plan, by part number.
     pub plan: BTreeMap<u32, PartPlan>,
+    /// Labels of the embedding service (a name, a folder, ...), kept as given.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// The record of a received part; its existence acknowledges the part.
@@ -87,6 +90,9 @@ pub struct FileRecord {
     pub md5: Option<String>,
     /// How many parts it was made of.
     pub parts: u32,
+    /// Labels given when the upload was created.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Paths of the store under one root.

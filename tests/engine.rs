@@ -617,10 +617,12 @@ fn flash_upload_shares_a_committed_file_of_the_same_owner() {
         .unwrap();
     assert_eq!(found, source);
     assert!(matches!(
-        engine.create_from(&mallory, &found),
+        engine.create_from(&mallory, &found, Default::default()),
         Err(Error::NotOwner)
     ));
-    let (copy, v) = engine.create_from(&owner(), &found).unwrap();
+    let (copy, v) = engine
+        .create_from(&owner(), &found, Default::default())
+        .unwrap();
     assert_ne!(copy, source);
     assert_eq!(v.sha256, sha(&bytes));
     assert_eq!(engine.verify(&owner(), &copy, None).unwrap(), v);
