@@ -1,1 +1,128 @@
-fn main() {}
+//! `partseal-server`: runs the upload APIs on the embedded default store.
+//!
+//! `cargo run --release -p partseal-server` listens on 127.0.0.1:8080, keeps
+//! everything under `./data`, and on first start writes a development user to
+//! `./data/credentials.json` and prints how to use it.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use partseal::{Config, Engine};
+use partseal_server::auth::UrlSigner;
+use partseal_server::config::{Args, Credentials, url_key};
+use partseal_server::{AppState, app};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("partseal-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let cred_path = args.credentials_path();
+    let (credentials, created) = Credentials::load_or_create(&cred_path)?;
+    let engine_cfg = Config {
+        limits: args.limits(),
+        ..Config::default()
+    };
+    let data = args.data.clone();
+    let engine = tokio::task::spawn_blocking(move || Engine::open(&data, engine_cfg)).await??;
+    let key = url_key(&args.data)?;
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr = listener.local_addr()?;
+    let public_url = args
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"))
+        .trim_end_matches('/')
+        .to_owned();
+    if created {
+        print_dev_credentials(&cred_path, &credentials, &public_url);
+    } else {
+        println!(
+            "partseal-server: {} user(s) from {}",
+            credentials.users.len(),
+            cred_path.display()
+        );
+    }
+    let state = Arc::new(AppState {
+        engine,
+        credentials,
+        signer: UrlSigner::new(key),
+        settings: args.settings(public_url.clone()),
+    });
+    println!(
+        "partseal-server: listening on {public_url}, store in {}",
+        args.data.display()
+    );
+    tracing::info!(%addr, "listening");
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped; in-flight requests finished");
+    Ok(())
+}
+
+fn print_dev_credentials(path: &std::path::Path, c: &Credentials, url: &str) {
+    let Some(u) = c.users.first() else { return };
+    println!(
+        "partseal-server: created a development user in {}",
+        path.display()
+    );
+    println!(
+        "  KooDrive:   Authorization: Bearer <token>   X-User-Id: {}",
+        u.id
+    );
+    println!("              (token, access and secret key are in that file)");
+    println!(
+        "  MetaStudio: project id {}  access key {}",
+        u.project_id, u.access_key
+    );
+    println!("  e.g. curl -X POST {url}/koodrive/ose/v1/files/create \\");
+    println!(
+        "         -H \"Authorization: Bearer $TOKEN\" -H \"X-User-Id: {}\" \\",
+        u.id
+    );
+    println!(
+        "         -H \"X-Date: $(date -u +%Y%m%dT%H%M%SZ)\" -H 'Content-Type: application/json' \\"
+    );
+    println!("         -d '{{\"fileName\":\"a.txt\",\"fileType\":\"45\",\"length\":5}}'");
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: no new connections, finishing requests in flight");
+}

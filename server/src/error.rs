@@ -1,0 +1,198 @@
+//! Errors of the HTTP layer and their answers in each API's dialect.
+//!
+//! Every handler fails with [`ApiError`]; [`KooError`] and [`MssError`] turn it
+//! into the KooDrive `{code, msg}` or the MetaStudio `{error_code, error_msg}`
+//! body with the right status. Engine errors are mapped here, in one place.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::auth::AuthError;
+
+/// What went wrong with a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// Authentication failed.
+    #[error("{0}")]
+    Auth(#[from] AuthError),
+    /// A parameter is missing, malformed or out of range.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The user may not act in this shared folder.
+    #[error("no permission on this shared folder")]
+    Forbidden,
+    /// From the engine.
+    #[error("{0}")]
+    Engine(#[from] partseal::Error),
+    /// A failure of the server itself.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    /// A bad-request error with a message.
+    pub fn bad(msg: impl Into<String>) -> ApiError {
+        ApiError::BadRequest(msg.into())
+    }
+}
+
+/// KooDrive codes (HTTP 400 unless noted). The 13000xxx codes up to 13000414
+/// are the documented ones; 13000420 and above are partseal's own.
+pub mod koo {
+    /// Success.
+    pub const OK: i64 = 0;
+    /// Authentication failed (HTTP 401).
+    pub const AUTH_FAILED: i64 = 13000001;
+    /// X-Date missing, malformed, too old or in the future (HTTP 401).
+    pub const DATE_INVALID: i64 = 13000002;
+    /// Parameter validation failed.
+    pub const BAD_PARAM: i64 = 13000102;
+    /// Not enough space.
+    pub const NO_SPACE: i64 = 13000311;
+    /// The upload task does not exist (also: belongs to someone else).
+    pub const NO_TASK: i64 = 13000401;
+    /// The file's integrity check failed: digest mismatch.
+    pub const INTEGRITY: i64 = 13000402;
+    /// The user has no permission on this space (shared folder).
+    pub const NO_PERMISSION: i64 = 13000410;
+    /// A part's bytes do not match its hashCtx chain (message names the part).
+    pub const BROKEN_LINK: i64 = 13000420;
+    /// Parts are missing at complete (message lists the first few).
+    pub const MISSING_PARTS: i64 = 13000421;
+    /// The upload is busy (a complete is running) or already completed.
+    pub const CONFLICT: i64 = 13000422;
+    /// A part is too small, too large or outside the plan.
+    pub const BAD_PART: i64 = 13000423;
+    /// Internal error (HTTP 500).
+    pub const INTERNAL: i64 = 13000500;
+}
+
+/// MetaStudio codes.
+pub mod mss {
+    /// Unauthorized (HTTP 401).
+    pub const UNAUTHORIZED: &str = "MSS.00000001";
+    /// Invalid parameter (HTTP 400).
+    pub const INVALID_PARAM: &str = "MSS.00000003";
+    /// Internal error (HTTP 500).
+    pub const INTERNAL: &str = "MSS.00000004";
+    /// Request JSON exception (HTTP 400).
+    pub const BAD_JSON: &str = "MSS.10000002";
+    /// The file was not found (HTTP 404).
+    pub const NOT_FOUND: &str = "MSS.10001004";
+    /// The uploaded bytes do not match `file_md5` (HTTP 400).
+    pub const MD5_MISMATCH: &str = "MSS.10001020";
+    /// Segments are missing at confirm (HTTP 400).
+    pub const MISSING_PARTS: &str = "MSS.10001021";
+    /// The file is busy or already confirmed (HTTP 409).
+    pub const CONFLICT: &str = "MSS.10001022";
+}
+
+fn is_no_space(e: &partseal::Error) -> bool {
+    matches!(e, partseal::Error::Io { source, .. } if source.raw_os_error() == Some(28))
+}
+
+/// A KooDrive-style error answer.
+pub struct KooError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for KooError {
+    fn from(e: E) -> Self {
+        KooError(e.into())
+    }
+}
+
+impl IntoResponse for KooError {
+    fn into_response(self) -> Response {
+        use partseal::Error as E;
+        let msg = self.0.to_string();
+        let (status, code) = match &self.0 {
+            ApiError::Auth(AuthError::DateMissing)
+            | ApiError::Auth(AuthError::DateMalformed)
+            | ApiError::Auth(AuthError::DateTooOld)
+            | ApiError::Auth(AuthError::DateInFuture) => {
+                (StatusCode::UNAUTHORIZED, koo::DATE_INVALID)
+            }
+            ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, koo::AUTH_FAILED),
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, koo::BAD_PARAM),
+            ApiError::Forbidden => (StatusCode::BAD_REQUEST, koo::NO_PERMISSION),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, koo::INTERNAL),
+            ApiError::Engine(e) => match e {
+                E::NotFound | E::NotOwner => (StatusCode::BAD_REQUEST, koo::NO_TASK),
+                E::BadId(_) | E::BadInput(_) | E::BadPlan(_) | E::ConflictingExpected { .. } => {
+                    (StatusCode::BAD_REQUEST, koo::BAD_PARAM)
+                }
+                E::PartOutOfRange { .. }
+                | E::PartTooSmall { .. }
+                | E::PartTooLarge { .. }
+                | E::FileTooLarge { .. }
+                | E::LengthMismatch { .. } => (StatusCode::BAD_REQUEST, koo::BAD_PART),
+                E::MissingParts { .. } => (StatusCode::BAD_REQUEST, koo::MISSING_PARTS),
+                E::LinkMismatch { .. } => (StatusCode::BAD_REQUEST, koo::BROKEN_LINK),
+                E::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, koo::INTEGRITY),
+                E::Conflict(_) => (StatusCode::BAD_REQUEST, koo::CONFLICT),
+                E::Io { role, .. } if *role == "request body" => {
+                    (StatusCode::BAD_REQUEST, koo::BAD_PARAM)
+                }
+                e if is_no_space(e) => (StatusCode::BAD_REQUEST, koo::NO_SPACE),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, koo::INTERNAL),
+            },
+        };
+        let msg = match &self.0 {
+            // Someone else's upload reads exactly like a missing one.
+            ApiError::Engine(E::NotOwner) => E::NotFound.to_string(),
+            _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %msg, "internal error");
+                "internal error".to_owned()
+            }
+            _ => msg,
+        };
+        (status, Json(json!({"code": code, "msg": msg}))).into_response()
+    }
+}
+
+/// A MetaStudio-style error answer.
+pub struct MssError(pub ApiError);
+
+impl<E: Into<ApiError>> From<E> for MssError {
+    fn from(e: E) -> Self {
+        MssError(e.into())
+    }
+}
+
+impl IntoResponse for MssError {
+    fn into_response(self) -> Response {
+        use partseal::Error as E;
+        let msg = self.0.to_string();
+        let (status, code) = match &self.0 {
+            ApiError::Auth(_) | ApiError::Forbidden => {
+                (StatusCode::UNAUTHORIZED, mss::UNAUTHORIZED)
+            }
+            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, mss::INVALID_PARAM),
+            ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, mss::INTERNAL),
+            ApiError::Engine(e) => match e {
+                E::NotFound | E::NotOwner => (StatusCode::NOT_FOUND, mss::NOT_FOUND),
+                E::DigestMismatch { .. } | E::LinkMismatch { .. } => {
+                    (StatusCode::BAD_REQUEST, mss::MD5_MISMATCH)
+                }
+                E::MissingParts { .. } => (StatusCode::BAD_REQUEST, mss::MISSING_PARTS),
+                E::Conflict(_) => (StatusCode::CONFLICT, mss::CONFLICT),
+                E::Io { role, .. } if *role == "request body" => {
+                    (StatusCode::BAD_REQUEST, mss::INVALID_PARAM)
+                }
+                E::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, mss::INTERNAL),
+                _ => (StatusCode::BAD_REQUEST, mss::INVALID_PARAM),
+            },
+        };
+        let msg = match &self.0 {
+            ApiError::Engine(E::NotOwner) => E::NotFound.to_string(),
+            ApiError::Forbidden => "Unauthorized".to_owned(),
+            _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
+                tracing::error!(error = %msg, "internal error");
+                "Internal Error".to_owned()
+            }
+            _ => msg,
+        };
+        (status, Json(json!({"error_code": code, "error_msg": msg}))).into_response()
+    }
+}

@@ -1,0 +1,442 @@
+//! The KooDrive-style API under `/koodrive/ose/v1/`: create (with flash
+//! upload), upload URLs for parts (with `hashCtx` for the parallel chain
+//! mode), complete, and file details.
+//!
+//! Every call carries `Authorization: Bearer <token>` matching `X-User-Id`
+//! and a fresh `X-Date`; `x-hw-share-folder-id` moves the call into a shared
+//! folder; `X-Traceid` is echoed. Errors answer `{code, msg}` (see
+//! [`crate::error::koo`]).
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State as AxState};
+use axum::http::{HeaderMap, HeaderName};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use partseal::{FileId, FileSpec, HashCtx, Owner, PartPlan, Sha256};
+
+use crate::auth::{self, AuthError};
+use crate::error::{ApiError, KooError};
+use crate::upload::{Api, upload_url};
+use crate::{State, header, parse_json, read_body};
+
+/// Largest file in `put` mode (5 GiB).
+pub const MAX_PUT_LENGTH: u64 = 5 << 30;
+/// Longest file name, in characters.
+pub const MAX_FILE_NAME: usize = 250;
+/// Characters a file name may not contain.
+pub const FORBIDDEN_NAME_CHARS: &[char] = &['<', '>', '|', ':', '"', '*', '?', '/', '\\'];
+/// Clock skew tolerated for an `X-Date` slightly ahead of the server.
+pub const DATE_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The KooDrive routes.
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/koodrive/ose/v1/files/create", post(create))
+        .route(
+            "/koodrive/ose/v1/files/multipart/uploadUrl",
+            post(upload_urls),
+        )
+        .route("/koodrive/ose/v1/files/complete", post(complete))
+        .route("/koodrive/ose/v1/files/{file_id}/detail", post(detail))
+        .layer(middleware::from_fn(echo_trace_id))
+}
+
+async fn echo_trace_id(req: Request, next: Next) -> Response {
+    let trace = req.headers().get("x-traceid").cloned();
+    let mut resp = next.run(req).await;
+    if let Some(t) = trace {
+        resp.headers_mut()
+            .insert(HeaderName::from_static("x-traceid"), t);
+    }
+    resp
+}
+
+/// Who is calling, and whose files they act on.
+pub struct Caller {
+    /// The authenticated user id.
+    pub user: String,
+    /// The owner of the files acted on: the user, or a shared folder.
+    pub owner: Owner,
+}
+
+/// Checks the Bearer token, `X-User-Id`, `X-Date` and the shared folder.
+pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    let token = header(headers, "authorization")
+        .ok_or(AuthError::MissingHeader("Authorization"))
+        .and_then(|v| auth::bearer_token(v).ok_or(AuthError::MalformedAuthorization))?;
+    let user = state
+        .user_by_token(token)
+        .ok_or(AuthError::UnknownCredentials)?;
+    let claimed = header(headers, "x-user-id").ok_or(AuthError::MissingHeader("X-User-Id"))?;
+    if !auth::ct_eq(claimed.as_bytes(), user.id.as_bytes()) {
+        return Err(AuthError::UnknownCredentials.into());
+    }
+    let date = header(headers, "x-date").ok_or(AuthError::DateMissing)?;
+    let date = auth::parse_compact_date(date)?;
+    auth::check_window(
+        date,
+        time::OffsetDateTime::now_utc(),
+        state.settings.date_window,
+        DATE_SKEW,
+    )?;
+    let owner = match header(headers, "x-hw-share-folder-id").filter(|s| !s.is_empty()) {
+        None => Owner::new(&user.id)?,
+        Some(folder) => {
+            let shared = state
+                .credentials
+                .shared_folders
+                .iter()
+                .find(|f| f.id == folder)
+                .filter(|f| f.members.iter().any(|m| *m == user.id))
+                .ok_or(ApiError::Forbidden)?;
+            Owner::new(&format!("share:{}", shared.id))?
+        }
+    };
+    Ok(Caller {
+        user: user.id.clone(),
+        owner,
+    })
+}
+
+/// A part as the API describes it (`MultiPartInfo`).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PartInfo {
+    part_number: u64,
+    part_size: u64,
+    #[serde(default)]
+    part_offset: Option<u64>,
+    #[serde(default)]
+    hash_ctx: Option<Vec<i128>>,
+}
+
+impl PartInfo {
+    fn plan(&self) -> Result<PartPlan, ApiError> {
+        let ctx = self
+            .hash_ctx
+            .as_deref()
+            .map(HashCtx::from_ints)
+            .transpose()
+            .map_err(|e| ApiError::bad(format!("part {}: {e}", self.part_number)))?;
+        Ok(PartPlan::new(
+            self.part_number,
+            self.part_size,
+            self.part_offset,
+            ctx,
+        )?)
+    }
+
+    fn echo(&self, state: &State, id: &FileId, owner: &Owner) -> Result<Value, ApiError> {
+        let mut v = json!({
+            "partNumber": self.part_number,
+            "partSize": self.part_size,
+            "uploadUrl": upload_url(state, Api::KooDrive, id, self.part_number as u32, owner)?,
+            "partId": format!("{id}-{}", self.part_number),
+        });
+        if let Some(o) = self.part_offset {
+            v["partOffset"] = json!(o);
+        }
+        if let Some(c) = &self.hash_ctx {
+            v["hashCtx"] = json!(c);
+        }
+        Ok(v)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateRequest {
+    file_name: String,
+    file_type: Value,
+    #[serde(default)]
+    parent_folder: Option<Vec<String>>,
+    #[serde(default)]
+    sha256: Option<String>,
+    length: u64,
+    #[serde(default)]
+    upload_mode: Option<String>,
+    #[serde(default)]
+    multi_parts: Option<Vec<PartInfo>>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    mime_type: Option<String>,
+    #[serde(default)]
+    created_time: Option<String>,
+}
+
+fn check_file_name(name: &str) -> Result<(), ApiError> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() || trimmed == "." || trimmed == ".." {
+        return Err(ApiError::bad(
+            "fileName must not be empty, blank, '.' or '..'",
+        ));
+    }
+    if name.chars().count() > MAX_FILE_NAME {
+        return Err(ApiError::bad(format!(
+            "fileName is longer than {MAX_FILE_NAME} characters"
+        )));
+    }
+    if name
+        .chars()
+        .any(|c| FORBIDDEN_NAME_CHARS.contains(&c) || c.is_control())
+    {
+        return Err(ApiError::bad(
+            "fileName must not contain < > | : \" * ? / \\ or control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn success(mut v: Value) -> Json<Value> {
+    v["code"] = json!(crate::error::koo::OK);
+    v["msg"] = json!("success.");
+    Json(v)
+}
+
+async fn create(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, KooError> {
+    let caller = authenticate(&state, &headers)?;
+    let bytes = read_body(body, state.settings.max_json_body).await?;
+    let req: CreateRequest = parse_json(&bytes)?;
+    check_file_name(&req.file_name)?;
+    let file_type = match &req.file_type {
+        Value::String(s) if !s.is_empty() && s.len() <= 64 => s.clone(),
+        Value::Number(n) if n.is_u64() => n.to_string(),
+        _ => return Err(ApiError::bad("fileType must be a non-empty string").into()),
+    };
+    if req
+        .description
+        .as_deref()
+        .is_some_and(|d| d.chars().count() > 512)
+    {
+        return Err(ApiError::bad("description is longer than 512 characters").into());
+    }
+    let multipart = match req.upload_mode.as_deref() {
+        Some("put") => false,
+        Some("multipart") => true,
+        None => req.multi_parts.is_some(),
+        Some(other) => {
+            return Err(ApiError::bad(format!(
+                "uploadMode must be \"put\" or \"multipart\", not {other:?}"
+            ))
+            .into());
+        }
+    };
+    let max = if multipart {
+        state.engine.config().limits.max_file_size
+    } else {
+        MAX_PUT_LENGTH.min(state.engine.config().limits.max_part_size)
+    };
+    if req.length > max {
+        return Err(ApiError::bad(format!(
+            "length {} is more than the {} bytes allowed in {} mode",
+            req.length,
+            max,
+            if multipart { "multipart" } else { "put" }
+        ))
+        .into());
+    }
+    if !multipart && req.multi_parts.is_some() {
+        return Err(ApiError::bad("multiParts is only for uploadMode \"multipart\"").into());
+    }
+    let sha256 = req
+        .sha256
+        .as_deref()
+        .map(|s| s.parse::<Sha256>())
+        .transpose()
+        .map_err(|e| ApiError::bad(format!("sha256: {e}")))?;
+    let parent = req
+        .parent_folder
+        .as_ref()
+        .and_then(|p| p.first().cloned())
+        .unwrap_or_else(|| "root".to_owned());
+    let mut labels = BTreeMap::from([
+        ("fileName".to_owned(), req.file_name.clone()),
+        ("fileType".to_owned(), file_type),
+        ("parentFolder".to_owned(), parent.clone()),
+        ("createdBy".to_owned(), caller.user.clone()),
+    ]);
+    for (k, v) in [
+        ("description", &req.description),
+        ("mimeType", &req.mime_type),
+        ("createdTime", &req.created_time),
+    ] {
+        if let Some(v) = v {
+            labels.insert(k.to_owned(), v.clone());
+        }
+    }
+    let owner = caller.owner.clone();
+
+    // Flash upload: the same bytes are already stored for this owner.
+    if let Some(sha) = sha256 {
+        let (o, l, length) = (owner.clone(), labels.clone(), req.length);
+        let hit = state
+            .blocking(move |e| match e.find_committed(&o, &sha, length) {
+                Some(src) => e.create_from(&o, &src, l).map(|(id, _)| Some(id)),
+                None => Ok(None),
+            })
+            .await?;
+        if let Some(id) = hit {
+            tracing::info!(file_id = %id, "flash upload");
+            return Ok(success(json!({
+                "fileId": id.as_str(),
+                "rapidUpload": true,
+                "fileName": req.file_name,
+                "uploadId": id.as_str(),
+                "containerId": owner.as_str(),
+                "parentFolder": [parent],
+                "exist": false,
+            })));
+        }
+    }
+
+    let parts: Vec<PartInfo> = if multipart {
+        req.multi_parts.unwrap_or_default()
+    } else {
+        vec![PartInfo {
+            part_number: 1,
+            part_size: req.length,
+            part_offset: None,
+            hash_ctx: None,
+        }]
+    };
+    let plan = parts
+        .iter()
+        .map(PartInfo::plan)
+        .collect::<Result<Vec<_>, _>>()?;
+    let spec = FileSpec {
+        length: Some(req.length),
+        sha256,
+        md5: None,
+        plan,
+        labels,
+    };
+    let o = owner.clone();
+    let id = state.blocking(move |e| e.create(&o, spec)).await?;
+    tracing::info!(file_id = %id, length = req.length, multipart, "upload created");
+    let echoed = parts
+        .iter()
+        .map(|p| p.echo(&state, &id, &owner))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut resp = json!({
+        "fileId": id.as_str(),
+        "rapidUpload": false,
+        "fileName": req.file_name,
+        "uploadId": id.as_str(),
+        "containerId": owner.as_str(),
+        "parentFolder": [parent],
+        "exist": false,
+        "multiParts": echoed,
+    });
+    if !multipart {
+        resp["uploadUrl"] = resp["multiParts"][0]["uploadUrl"].clone();
+    }
+    Ok(success(resp))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadUrlRequest {
+    file_id: String,
+    multi_parts: Vec<PartInfo>,
+}
+
+async fn upload_urls(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, KooError> {
+    let caller = authenticate(&state, &headers)?;
+    let bytes = read_body(body, state.settings.max_json_body).await?;
+    let req: UploadUrlRequest = parse_json(&bytes)?;
+    let id: FileId = req.file_id.parse()?;
+    let plan = req
+        .multi_parts
+        .iter()
+        .map(PartInfo::plan)
+        .collect::<Result<Vec<_>, _>>()?;
+    let (o, i) = (caller.owner.clone(), id.clone());
+    state.blocking(move |e| e.plan_parts(&o, &i, &plan)).await?;
+    let echoed = req
+        .multi_parts
+        .iter()
+        .map(|p| p.echo(&state, &id, &caller.owner))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(success(json!({ "multiParts": echoed })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CompleteRequest {
+    file_id: String,
+    #[serde(default)]
+    sha256: Option<String>,
+}
+
+async fn complete(
+    AxState(state): AxState<State>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, KooError> {
+    let caller = authenticate(&state, &headers)?;
+    let bytes = read_body(body, state.settings.max_json_body).await?;
+    let req: CompleteRequest = parse_json(&bytes)?;
+    let id: FileId = req.file_id.parse()?;
+    let expected = req
+        .sha256
+        .as_deref()
+        .map(|s| s.parse::<Sha256>())
+        .transpose()
+        .map_err(|e| ApiError::bad(format!("sha256: {e}")))?;
+    let (o, i) = (caller.owner.clone(), id.clone());
+    let (already, v) = state
+        .blocking(move |e| {
+            let already = e.get(&o, &i).is_ok();
+            e.verify(&o, &i, expected).map(|v| (already, v))
+        })
+        .await?;
+    tracing::info!(file_id = %id, sha256 = %v.sha256, length = v.length, already, "upload completed");
+    Ok(success(json!({
+        "fileId": id.as_str(),
+        "sha256": v.sha256.to_hex(),
+        "length": v.length,
+        "alreadyCompleted": already,
+    })))
+}
+
+async fn detail(
+    AxState(state): AxState<State>,
+    Path(file_id): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, KooError> {
+    let caller = authenticate(&state, &headers)?;
+    // The body (containerId, imageProcess) is optional here.
+    let _ = read_body(body, state.settings.max_json_body).await?;
+    let id: FileId = file_id.parse()?;
+    let (o, i) = (caller.owner.clone(), id.clone());
+    let c = state.blocking(move |e| e.get(&o, &i)).await?;
+    let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
+    Ok(success(json!({
+        "id": id.as_str(),
+        "fileName": label("fileName"),
+        "fileType": label("fileType"),
+        "mimeType": label("mimeType"),
+        "parentFolder": [label("parentFolder")],
+        "size": c.length,
+        "sha256": c.sha256.to_hex(),
+        "recycled": false,
+        "containerId": caller.owner.as_str(),
+    })))
+}

@@ -1,0 +1,151 @@
+//! partseal-server: the KooDrive-style and MetaStudio-style upload APIs over
+//! the partseal engine.
+//!
+//! The server parses, authenticates and answers; every byte of upload data
+//! goes into the engine, which owns all file I/O and hashing. Engine calls run
+//! on tokio's blocking pool so the async runtime never waits on disk or hash.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod koodrive;
+pub mod metastudio;
+pub mod openapi;
+pub mod upload;
+
+use std::io;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
+use futures_util::TryStreamExt;
+use tokio_util::io::{StreamReader, SyncIoBridge};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::timeout::RequestBodyTimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use partseal::Engine;
+
+use crate::auth::{UrlSigner, ct_eq};
+use crate::config::{Credentials, Settings, User};
+use crate::error::ApiError;
+
+/// Everything the handlers share.
+pub struct AppState {
+    /// The engine.
+    pub engine: Engine,
+    /// Users and shared folders.
+    pub credentials: Credentials,
+    /// Signs and checks upload URLs.
+    pub signer: UrlSigner,
+    /// Limits and URLs.
+    pub settings: Settings,
+}
+
+/// Shared handle to [`AppState`].
+pub type State = Arc<AppState>;
+
+impl AppState {
+    /// The user holding this token (compared in constant time with every
+    /// user's token, so the time taken says nothing about near misses).
+    pub fn user_by_token(&self, token: &str) -> Option<&User> {
+        let mut found = None;
+        for u in &self.credentials.users {
+            if ct_eq(u.token.as_bytes(), token.as_bytes()) {
+                found = Some(u);
+            }
+        }
+        found
+    }
+
+    /// The user with this access key.
+    pub fn user_by_access_key(&self, ak: &str) -> Option<&User> {
+        self.credentials
+            .users
+            .iter()
+            .find(|u| ct_eq(u.access_key.as_bytes(), ak.as_bytes()))
+    }
+
+    /// Runs blocking engine work off the async runtime.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
+    where
+        F: FnOnce(Engine) -> Result<T, partseal::Error> + Send + 'static,
+        T: Send + 'static,
+    {
+        let engine = self.engine.clone();
+        match tokio::task::spawn_blocking(move || f(engine)).await {
+            Ok(r) => r.map_err(ApiError::from),
+            Err(e) => Err(ApiError::Internal(format!("engine task failed: {e}"))),
+        }
+    }
+}
+
+/// Reads a JSON request body whole, refusing more than `limit` bytes.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        ApiError::bad(format!(
+            "the request body could not be read or is larger than {limit} bytes: {e}"
+        ))
+    })
+}
+
+/// Parses JSON into `T` with a message naming what is wrong.
+pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.is_empty() {
+        return Err(ApiError::bad(
+            "the request body is empty; a JSON object is expected",
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
+}
+
+/// Turns a streamed request body into a blocking reader for the engine.
+/// Must be called on the runtime; the reader is used on a blocking thread.
+pub fn body_reader(body: Body) -> impl io::Read + Send + 'static {
+    let stream = body.into_data_stream().map_err(io::Error::other);
+    SyncIoBridge::new(StreamReader::new(stream))
+}
+
+/// A header as text, if present and valid.
+pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The whole application: both APIs, upload URLs and the OpenAPI document.
+pub fn app(state: State) -> Router {
+    let body_timeout = state.settings.body_timeout;
+    Router::new()
+        .merge(koodrive::routes())
+        .merge(metastudio::routes())
+        .merge(upload::routes())
+        .merge(openapi::routes())
+        .with_state(state)
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                // The path only: query strings of upload URLs carry signatures.
+                tracing::info_span!(
+                    "request",
+                    method = %req.method(),
+                    path = %req.uri().path(),
+                    trace_id = req
+                        .headers()
+                        .get("x-traceid")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or(""),
+                )
+            }),
+        )
+        .layer(CatchPanicLayer::new())
+}
+
+/// A fresh random request id (32 hex digits).
+pub fn request_id() -> HeaderValue {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    HeaderValue::from_str(&hex::encode(b)).unwrap_or(HeaderValue::from_static("0"))
+}
+
+/// `X-Request-Id`.
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -1,0 +1,308 @@
+//! The MetaStudio-style API under `/v1/{project_id}/`: CreateFile,
+//! CreateLargeFile, ConfirmFileUpload and DeleteFile.
+//!
+//! Requests authenticate with `X-Auth-Token` or with AK/SK request signing as
+//! the official Huawei Cloud SDK does it (see [`crate::auth`]); the signature
+//! covers the body, so it is read whole (bounded) before anything else.
+//! Every response carries `X-Request-Id`; errors answer
+//! `{error_code, error_msg}` (see [`crate::error::mss`]).
+
+use std::collections::BTreeMap;
+
+use axum::body::Body;
+use axum::extract::{Path, Request, State as AxState};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use partseal::{FileId, FileSpec, Owner, PartPlan};
+
+use crate::auth::{self, AuthError};
+use crate::error::{ApiError, MssError};
+use crate::upload::{Api, upload_url};
+use crate::{State, X_REQUEST_ID, header, parse_json, read_body, request_id};
+
+/// Largest file of CreateFile (5 GiB).
+pub const MAX_FILE_SIZE: u64 = 5 << 30;
+/// Largest file of CreateLargeFile (500 GiB; the engine's limit may be lower).
+pub const MAX_LARGE_FILE_SIZE: u64 = 500 << 30;
+/// Asset file categories CreateFile accepts.
+pub const CATEGORIES: &[&str] = &[
+    "MAIN",
+    "COVER",
+    "PAGE",
+    "SAMPLE",
+    "OTHER",
+    "TEMPORARY",
+    "PACKAGE",
+];
+/// Asset file categories CreateLargeFile accepts.
+pub const LARGE_CATEGORIES: &[&str] = &["MAIN", "OTHER", "PACKAGE"];
+
+/// The MetaStudio routes.
+pub fn routes() -> Router<State> {
+    Router::new()
+        .route("/v1/{project_id}/files", post(create_file))
+        .route("/v1/{project_id}/large-files", post(create_large_file))
+        .route("/v1/{project_id}/files/{file_id}/complete", post(confirm))
+        .route("/v1/{project_id}/files/{file_id}", delete(delete_file))
+        .layer(middleware::from_fn(add_request_id))
+}
+
+async fn add_request_id(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id());
+    resp
+}
+
+/// Authenticates a request (token or AK/SK signature over `body`) for
+/// `project_id` and returns the owner of the files it acts on.
+pub fn authenticate(
+    state: &State,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    project_id: &str,
+) -> Result<Owner, ApiError> {
+    let user = if let Some(token) = header(headers, "x-auth-token") {
+        state
+            .user_by_token(token)
+            .ok_or(AuthError::UnknownCredentials)?
+    } else {
+        let ak = auth::verify_sdk_request(
+            method.as_str(),
+            uri.path(),
+            uri.query(),
+            headers,
+            body,
+            |ak| state.user_by_access_key(ak).map(|u| u.secret_key.clone()),
+            time::OffsetDateTime::now_utc(),
+        )?;
+        state
+            .user_by_access_key(&ak)
+            .ok_or(AuthError::UnknownCredentials)?
+    };
+    if user.project_id != project_id
+        || header(headers, "x-project-id").is_some_and(|p| p != project_id)
+    {
+        return Err(AuthError::ProjectMismatch.into());
+    }
+    Ok(Owner::new(&user.id)?)
+}
+
+fn check_len(field: &str, v: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    let n = v.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::bad(format!(
+            "{field} must be {min} to {max} characters"
+        )));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::bad(format!(
+            "{field} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn check_category(v: &str, allowed: &[&str]) -> Result<(), ApiError> {
+    if !allowed.contains(&v) {
+        return Err(ApiError::bad(format!(
+            "asset_file_category must be one of {}",
+            allowed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateFileRequest {
+    file_name: String,
+    file_md5: String,
+    file_size: u64,
+    file_type: String,
+    asset_id: String,
+    asset_file_category: String,
+}
+
+async fn create_file(
+    AxState(state): AxState<State>,
+    Path(project_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, MssError> {
+    let bytes = read_body(body, state.settings.max_json_body).await?;
+    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
+    let req: CreateFileRequest = parse_json(&bytes)?;
+    check_len("file_name", &req.file_name, 1, 256)?;
+    check_len("file_type", &req.file_type, 1, 64)?;
+    check_len("asset_id", &req.asset_id, 1, 64)?;
+    check_category(&req.asset_file_category, CATEGORIES)?;
+    if req.file_size == 0 || req.file_size > MAX_FILE_SIZE {
+        return Err(ApiError::bad(format!("file_size must be 1 to {MAX_FILE_SIZE}")).into());
+    }
+    let md5: [u8; 16] = base64::engine::general_purpose::STANDARD
+        .decode(req.file_md5.as_bytes())
+        .ok()
+        .and_then(|b| <[u8; 16]>::try_from(b.as_slice()).ok())
+        .ok_or_else(|| {
+            ApiError::bad("file_md5 must be the base64 of a 16-byte MD5 (24 characters)")
+        })?;
+    let spec = FileSpec {
+        length: Some(req.file_size),
+        md5: Some(md5),
+        plan: vec![PartPlan::new(1, req.file_size, None, None)?],
+        labels: labels(
+            &req.file_name,
+            &req.file_type,
+            &req.asset_id,
+            &req.asset_file_category,
+        ),
+        ..FileSpec::default()
+    };
+    let o = owner.clone();
+    let id = state.blocking(move |e| e.create(&o, spec)).await?;
+    tracing::info!(file_id = %id, size = req.file_size, "file created");
+    Ok(Json(json!({
+        "file_id": id.as_str(),
+        "upload_url": upload_url(&state, Api::MetaStudio, &id, 1, &owner)?,
+    })))
+}
+
+fn labels(name: &str, ty: &str, asset: &str, category: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("fileName".to_owned(), name.to_owned()),
+        ("fileType".to_owned(), ty.to_owned()),
+        ("assetId".to_owned(), asset.to_owned()),
+        ("assetFileCategory".to_owned(), category.to_owned()),
+    ])
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateLargeFileRequest {
+    file_name: String,
+    #[serde(default)]
+    file_size: Option<u64>,
+    file_type: String,
+    asset_id: String,
+    asset_file_category: String,
+    #[serde(default)]
+    file_multipart_count: Option<u32>,
+}
+
+async fn create_large_file(
+    AxState(state): AxState<State>,
+    Path(project_id): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, MssError> {
+    let bytes = read_body(body, state.settings.max_json_body).await?;
+    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
+    let req: CreateLargeFileRequest = parse_json(&bytes)?;
+    check_len("file_name", &req.file_name, 1, 256)?;
+    check_len("file_type", &req.file_type, 1, 64)?;
+    check_len("asset_id", &req.asset_id, 1, 64)?;
+    check_category(&req.asset_file_category, LARGE_CATEGORIES)?;
+    let max = MAX_LARGE_FILE_SIZE.min(state.engine.config().limits.max_file_size);
+    if let Some(size) = req.file_size
+        && (size == 0 || size > max)
+    {
+        return Err(ApiError::bad(format!("file_size must be 1 to {max}")).into());
+    }
+    let count = req.file_multipart_count.unwrap_or(1);
+    if !(1..=partseal::id::MAX_PARTS).contains(&count) {
+        return Err(ApiError::bad(format!(
+            "file_multipart_count must be 1 to {}",
+            partseal::id::MAX_PARTS
+        ))
+        .into());
+    }
+    let spec = FileSpec {
+        length: req.file_size,
+        labels: labels(
+            &req.file_name,
+            &req.file_type,
+            &req.asset_id,
+            &req.asset_file_category,
+        ),
+        ..FileSpec::default()
+    };
+    let o = owner.clone();
+    let id = state.blocking(move |e| e.create(&o, spec)).await?;
+    tracing::info!(file_id = %id, segments = count, "large file created");
+    let urls = (1..=count)
+        .map(|n| upload_url(&state, Api::MetaStudio, &id, n, &owner))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Json(json!({ "file_id": id.as_str(), "upload_urls": urls })))
+}
+
+#[derive(Debug, Deserialize)]
+struct ConfirmRequest {
+    state: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    auto_meta_analysis: Option<bool>,
+}
+
+async fn confirm(
+    AxState(state): AxState<State>,
+    Path((project_id, file_id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<Value>, MssError> {
+    let bytes = read_body(body, state.settings.max_json_body).await?;
+    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
+    let req: ConfirmRequest = parse_json(&bytes)?;
+    let id: FileId = file_id.parse()?;
+    match req.state.as_str() {
+        "CREATED" => {
+            let v = state.blocking(move |e| e.verify(&owner, &id, None)).await?;
+            tracing::info!(%file_id, sha256 = %v.sha256, length = v.length, "file confirmed");
+        }
+        "FAILED" | "CANCELLED" => {
+            state.blocking(move |e| e.abort(&owner, &id)).await?;
+            tracing::info!(%file_id, state = %req.state, "upload ended");
+        }
+        other => {
+            return Err(ApiError::bad(format!(
+                "state must be CREATED, FAILED or CANCELLED, not {other:?}"
+            ))
+            .into());
+        }
+    }
+    Ok(Json(json!({})))
+}
+
+async fn delete_file(
+    AxState(state): AxState<State>,
+    Path((project_id, file_id)): Path<(String, String)>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, MssError> {
+    let bytes = read_body(body, state.settings.max_json_body).await?;
+    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
+    let id: FileId = file_id.parse()?;
+    state
+        .blocking(move |e| match e.delete(&owner, &id) {
+            Err(partseal::Error::NotFound) => e.abort(&owner, &id),
+            other => other,
+        })
+        .await?;
+    tracing::info!(%file_id, "file deleted");
+    Ok(StatusCode::OK.into_response())
+}
