@@ -1310,22 +1310,30 @@ mod tests {
 
     // ------------------------------------------- vectors from the real SDK ---
 
+    /// One request as the SDK signed and sent it (see `sign_vectors.py`).
     struct Vector {
         name: String,
         access_key: String,
         secret_key: String,
+        date: OffsetDateTime,
+        authorization: String,
+        canonical: String,
+        string_to_sign: String,
+        request: Case,
+    }
+
+    /// What the server sees of a request, and its clock.
+    #[derive(Clone)]
+    struct Case {
         method: String,
         path: String,
         query: Option<String>,
         headers: HeaderMap,
         body: Vec<u8>,
-        date: OffsetDateTime,
-        authorization: String,
-        canonical: String,
-        string_to_sign: String,
+        now: OffsetDateTime,
     }
 
-    fn vectors() -> Vec<Vector> {
+    static VECTORS: std::sync::LazyLock<Vec<Vector>> = std::sync::LazyLock::new(|| {
         let doc: serde_json::Value =
             serde_json::from_str(include_str!("../tests/sdk/sign_vectors.json"))
                 .expect("sign_vectors.json is JSON");
@@ -1349,95 +1357,111 @@ mod tests {
                         HeaderValue::from_bytes(val.as_bytes()).expect("header value"),
                     );
                 }
+                let date = parse_compact_date(&text(v, "x_sdk_date")).expect("x_sdk_date");
                 Vector {
                     name: text(v, "name"),
                     access_key: text(v, "access_key"),
                     secret_key: text(v, "secret_key"),
-                    method: text(v, "method"),
-                    path: text(v, "path"),
-                    query: v["query"].as_str().map(str::to_owned),
-                    headers,
-                    body: base64::engine::general_purpose::STANDARD
-                        .decode(text(v, "body_b64"))
-                        .expect("body_b64"),
-                    date: parse_compact_date(&text(v, "x_sdk_date")).expect("x_sdk_date"),
+                    date,
                     authorization: text(v, "authorization"),
                     canonical: text(v, "sdk_canonical_request"),
                     string_to_sign: text(v, "sdk_string_to_sign"),
+                    request: Case {
+                        method: text(v, "method"),
+                        path: text(v, "path"),
+                        query: v["query"].as_str().map(str::to_owned),
+                        headers,
+                        body: base64::engine::general_purpose::STANDARD
+                            .decode(text(v, "body_b64"))
+                            .expect("body_b64"),
+                        now: date,
+                    },
                 }
             })
             .collect()
+    });
+
+    /// Verifies a case, with the secrets of every vector's access key known.
+    fn run(c: &Case) -> Result<String, AuthError> {
+        verify_sdk_request(
+            &c.method,
+            &c.path,
+            c.query.as_deref(),
+            &c.headers,
+            &c.body,
+            |ak| {
+                VECTORS
+                    .iter()
+                    .find(|v| v.access_key == ak)
+                    .map(|v| v.secret_key.clone())
+            },
+            c.now,
+        )
     }
 
-    fn check(
-        v: &Vector,
-        headers: &HeaderMap,
-        body: &[u8],
-        path: &str,
-        query: Option<&str>,
-    ) -> Result<String, AuthError> {
-        let all = vectors();
-        let secrets: Vec<(String, String)> = all
-            .iter()
-            .map(|x| (x.access_key.clone(), x.secret_key.clone()))
-            .collect();
-        verify_sdk_request(
-            &v.method,
-            path,
-            query,
-            headers,
-            body,
-            |ak| {
-                secrets
-                    .iter()
-                    .find(|(a, _)| a == ak)
-                    .map(|(_, s)| s.clone())
-            },
-            v.date,
-        )
+    /// The vector's request after `change`.
+    fn changed(v: &Vector, change: impl FnOnce(&mut Case)) -> Case {
+        let mut c = v.request.clone();
+        change(&mut c);
+        c
+    }
+
+    fn is_unsigned_payload(v: &Vector) -> bool {
+        v.canonical.ends_with(UNSIGNED_PAYLOAD)
     }
 
     #[test]
     fn sdk_vectors_cover_the_required_cases() {
-        let vs = vectors();
-        let has = |f: &dyn Fn(&Vector) -> bool| vs.iter().any(f);
-        assert!(has(&|v| v.method == "POST"
-            && v.canonical.ends_with(&hex::encode(Sha256::digest(&v.body)))
-            && v.headers
-                .get("content-type")
-                .is_some_and(|c| c == "application/json")));
-        assert!(has(&|v| v.method == "DELETE" && v.body.is_empty()));
+        let has = |f: &dyn Fn(&Vector) -> bool| VECTORS.iter().any(f);
+        assert!(has(&|v| {
+            let r = &v.request;
+            r.method == "POST"
+                && r.headers
+                    .get("content-type")
+                    .is_some_and(|c| c == "application/json")
+                && v.canonical.ends_with(&hex::encode(Sha256::digest(&r.body)))
+        }));
         assert!(has(
-            &|v| v.method == "GET" && v.query.as_deref().is_some_and(|q| q.contains('%'))
+            &|v| v.request.method == "DELETE" && v.request.body.is_empty()
         ));
-        assert!(has(&|v| v.canonical.ends_with(UNSIGNED_PAYLOAD)));
-        assert!(has(&|v| v.path.contains("%2F")));
+        assert!(has(&|v| {
+            v.request.method == "GET" && v.request.query.as_deref().is_some_and(|q| q.contains('%'))
+        }));
+        assert!(has(&is_unsigned_payload));
+        assert!(has(&|v| v.request.path.contains("%2F")));
+        assert!(
+            VECTORS
+                .iter()
+                .any(|v| v.access_key != VECTORS[0].access_key)
+        );
     }
 
     #[test]
     fn sdk_vectors_rebuild_the_sdks_canonical_request_exactly() {
-        for v in vectors() {
+        for v in VECTORS.iter() {
+            let r = &v.request;
             let auth = parse_sdk_authorization(&v.authorization).expect("sdk authorization");
-            let hash = payload_hash(&v.headers, &v.body).expect("payload hash");
+            let hash = payload_hash(&r.headers, &r.body).expect("payload hash");
             let c = canonical_request(
-                &v.method,
-                &v.path,
-                v.query.as_deref(),
-                &v.headers,
+                &r.method,
+                &r.path,
+                r.query.as_deref(),
+                &r.headers,
                 &auth.signed_headers,
                 &hash,
             )
             .expect("canonical");
             assert_eq!(c, v.canonical, "{}", v.name);
-            let date = v
+            let date = r
                 .headers
                 .get("x-sdk-date")
                 .and_then(|d| d.to_str().ok())
                 .expect("date");
             assert_eq!(string_to_sign(date, &c), v.string_to_sign, "{}", v.name);
+            // Our client-side signer gives the SDK's header, byte for byte.
             let mut only_signed = HeaderMap::new();
             for name in &auth.signed_headers {
-                for value in v.headers.get_all(name.as_str()) {
+                for value in r.headers.get_all(name.as_str()) {
                     only_signed.append(
                         HeaderName::from_bytes(name.as_bytes()).expect("name"),
                         value.clone(),
@@ -1447,11 +1471,11 @@ mod tests {
             let ours = sdk_authorization_header(
                 &v.access_key,
                 &v.secret_key,
-                &v.method,
-                &v.path,
-                v.query.as_deref(),
+                &r.method,
+                &r.path,
+                r.query.as_deref(),
                 &only_signed,
-                &v.body,
+                &r.body,
             )
             .expect("sign");
             assert_eq!(ours, v.authorization, "{}", v.name);
@@ -1460,52 +1484,46 @@ mod tests {
 
     #[test]
     fn sdk_vectors_verify() {
-        for v in vectors() {
-            assert_eq!(
-                check(&v, &v.headers, &v.body, &v.path, v.query.as_deref()),
-                Ok(v.access_key.clone()),
-                "{}",
-                v.name
-            );
+        for v in VECTORS.iter() {
+            assert_eq!(run(&v.request), Ok(v.access_key.clone()), "{}", v.name);
         }
     }
 
     #[test]
     fn sdk_vectors_fail_with_one_body_byte_changed() {
-        for v in vectors() {
-            let unsigned = v.canonical.ends_with(UNSIGNED_PAYLOAD);
-            let mut body = v.body.clone();
-            match body.first_mut() {
+        for v in VECTORS.iter() {
+            let c = changed(v, |c| match c.body.first_mut() {
                 Some(b) => *b ^= 0x01,
-                None => body.push(b'{'),
-            }
-            let r = check(&v, &v.headers, &body, &v.path, v.query.as_deref());
-            if unsigned {
+                None => c.body.push(b'{'),
+            });
+            if is_unsigned_payload(v) {
                 // UNSIGNED-PAYLOAD leaves the body out of the signature, in
                 // the SDK as here.
-                assert_eq!(r, Ok(v.access_key.clone()), "{}", v.name);
+                assert_eq!(run(&c), Ok(v.access_key.clone()), "{}", v.name);
             } else {
-                assert_eq!(r, Err(AuthError::BadSignature), "{}", v.name);
+                assert_eq!(run(&c), Err(AuthError::BadSignature), "{}", v.name);
             }
         }
     }
 
     #[test]
     fn sdk_vectors_fail_with_any_signed_header_changed_or_dropped() {
-        for v in vectors() {
+        for v in VECTORS.iter() {
             let auth = parse_sdk_authorization(&v.authorization).expect("sdk authorization");
             for name in &auth.signed_headers {
-                let old = v.headers.get(name.as_str()).expect("signed header present");
-                let mut bytes = old.as_bytes().to_vec();
-                // Change one byte, keeping a date a valid date within the window.
-                let last = bytes.len() - 1;
-                let i = if name == "x-sdk-date" { last - 1 } else { last };
-                bytes[i] = if bytes[i] == b'1' { b'2' } else { b'1' };
-                let mut h = v.headers.clone();
-                h.insert(
-                    HeaderName::from_bytes(name.as_bytes()).expect("name"),
-                    HeaderValue::from_bytes(&bytes).expect("value"),
-                );
+                let c = changed(v, |c| {
+                    let old = c.headers.get(name.as_str()).expect("signed header present");
+                    let mut bytes = old.as_bytes().to_vec();
+                    // One byte; for the date, one that keeps it valid and
+                    // within the window (the seconds digit before the 'Z').
+                    let last = bytes.len() - 1;
+                    let i = if name == "x-sdk-date" { last - 1 } else { last };
+                    bytes[i] = if bytes[i] == b'1' { b'2' } else { b'1' };
+                    c.headers.insert(
+                        HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                        HeaderValue::from_bytes(&bytes).expect("value"),
+                    );
+                });
                 // A payload marker that is neither UNSIGNED-PAYLOAD nor a
                 // digest is refused before the signature is looked at.
                 let want = if name == "x-sdk-content-sha256" {
@@ -1513,83 +1531,63 @@ mod tests {
                 } else {
                     AuthError::BadSignature
                 };
-                assert_eq!(
-                    check(&v, &h, &v.body, &v.path, v.query.as_deref()),
-                    Err(want),
-                    "{}: {name}",
-                    v.name
-                );
-                let mut h = v.headers.clone();
-                h.remove(name.as_str());
+                assert_eq!(run(&c), Err(want), "{}: {name}", v.name);
+
+                let c = changed(v, |c| {
+                    c.headers.remove(name.as_str());
+                });
                 let want = if name == "x-sdk-date" {
                     AuthError::DateMissing
                 } else {
                     AuthError::MissingSignedHeader(name.clone())
                 };
-                assert_eq!(
-                    check(&v, &h, &v.body, &v.path, v.query.as_deref()),
-                    Err(want),
-                    "{}: dropping {name}",
-                    v.name
-                );
+                assert_eq!(run(&c), Err(want), "{}: dropping {name}", v.name);
             }
             // Unsigned headers may change freely.
-            let mut h = v.headers.clone();
-            h.insert("accept", HeaderValue::from_static("text/html"));
-            h.insert("x-unsigned-extra", HeaderValue::from_static("1"));
-            assert_eq!(
-                check(&v, &h, &v.body, &v.path, v.query.as_deref()),
-                Ok(v.access_key.clone()),
-                "{}",
-                v.name
-            );
+            let c = changed(v, |c| {
+                c.headers
+                    .insert("accept", HeaderValue::from_static("text/html"));
+                c.headers
+                    .insert("x-unsigned-extra", HeaderValue::from_static("1"));
+            });
+            assert_eq!(run(&c), Ok(v.access_key.clone()), "{}", v.name);
         }
     }
 
     #[test]
-    fn sdk_vectors_fail_with_path_query_method_or_time_changed() {
-        for v in vectors() {
-            let q = v.query.as_deref();
-            let path = format!("{}x", v.path);
-            assert_eq!(
-                check(&v, &v.headers, &v.body, &path, q),
-                Err(AuthError::BadSignature),
-                "{}",
-                v.name
-            );
-            let query = match q {
-                Some(q) => format!("{q}&zz=1"),
-                None => "zz=1".to_owned(),
-            };
-            assert_eq!(
-                check(&v, &v.headers, &v.body, &v.path, Some(&query)),
-                Err(AuthError::BadSignature),
-                "{}",
-                v.name
-            );
-            let mut other = Vector {
-                method: "PATCH".to_owned(),
-                ..vectors().remove(0)
-            };
-            other.headers = v.headers.clone();
-            other.date = v.date;
-            assert_eq!(
-                check(&other, &v.headers, &v.body, &v.path, q),
-                Err(AuthError::BadSignature),
-                "{}",
-                v.name
-            );
-            let mut late = vectors()
-                .into_iter()
-                .find(|x| x.name == v.name)
-                .expect("same vector");
-            late.date = v.date + time::Duration::minutes(16);
-            assert_eq!(
-                check(&late, &v.headers, &v.body, &v.path, q),
-                Err(AuthError::DateTooOld),
-                "{}",
-                v.name
-            );
+    fn sdk_vectors_fail_with_path_query_method_key_or_time_changed() {
+        for v in VECTORS.iter() {
+            let bad = Err(AuthError::BadSignature);
+            let c = changed(v, |c| c.path.push('x'));
+            assert_eq!(run(&c), bad, "{}: path", v.name);
+            let c = changed(v, |c| {
+                c.query = Some(match c.query.take() {
+                    Some(q) => format!("{q}&zz=1"),
+                    None => "zz=1".to_owned(),
+                })
+            });
+            assert_eq!(run(&c), bad, "{}: query", v.name);
+            let c = changed(v, |c| c.method = "PATCH".to_owned());
+            assert_eq!(run(&c), bad, "{}: method", v.name);
+            // Another vector's access key, with its own secret: no match.
+            let other = VECTORS
+                .iter()
+                .find(|o| o.access_key != v.access_key)
+                .expect("a second access key");
+            let auth = v
+                .authorization
+                .replacen(&v.access_key, &other.access_key, 1);
+            let c = changed(v, |c| {
+                c.headers.insert(
+                    "authorization",
+                    HeaderValue::from_str(&auth).expect("value"),
+                );
+            });
+            assert_eq!(run(&c), bad, "{}: access key", v.name);
+            let c = changed(v, |c| c.now = v.date + time::Duration::minutes(16));
+            assert_eq!(run(&c), Err(AuthError::DateTooOld), "{}: late", v.name);
+            let c = changed(v, |c| c.now = v.date - time::Duration::minutes(16));
+            assert_eq!(run(&c), Err(AuthError::DateInFuture), "{}: early", v.name);
         }
     }
 

@@ -94,7 +94,7 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiErr
                 .shared_folders
                 .iter()
                 .find(|f| f.id == folder)
-                .filter(|f| f.members.iter().any(|m| *m == user.id))
+                .filter(|f| f.members.contains(&user.id))
                 .ok_or(ApiError::Forbidden)?;
             Owner::new(&format!("share:{}", shared.id))?
         }

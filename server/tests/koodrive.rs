@@ -1,0 +1,433 @@
+//! The KooDrive-style API over a real server on loopback.
+
+mod common;
+
+use common::*;
+use serde_json::json;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn put_mode_round_trip_and_idempotent_complete() {
+    let s = TestServer::start().await;
+    let bytes = data(10_000, 1);
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "a.bin", "fileType": "45", "length": bytes.len(),
+                   "parentFolder": ["root"], "uploadMode": "put"}),
+        )
+        .await;
+    assert_eq!(urls.len(), 1);
+    let (status, etag) = s.put(&urls[0], bytes.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(etag, sha_hex(&bytes));
+    let (status, v) = s
+        .koo(
+            "alice",
+            "files/complete",
+            json!({"fileId": id, "sha256": sha_hex(&bytes)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["code"], 0);
+    assert_eq!(v["msg"], "success.");
+    assert_eq!(v["alreadyCompleted"], false);
+    // Again: the same answer, marked as already done.
+    let (status, v) = s
+        .koo("alice", "files/complete", json!({"fileId": id}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["code"], 0);
+    assert_eq!(v["alreadyCompleted"], true);
+    assert_eq!(v["sha256"], sha_hex(&bytes));
+    let (status, v) = s
+        .koo("alice", &format!("files/{id}/detail"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["size"], 10_000);
+    assert_eq!(v["fileName"], "a.bin");
+    assert_eq!(v["sha256"], sha_hex(&bytes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_parts_with_hash_ctx_are_checked_on_arrival() {
+    let s = TestServer::start().await;
+    let bytes = data(64 * 1024 * 8 + 1000, 2);
+    let parts = chain_parts(&bytes, 64 * 1024);
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "big.bin", "fileType": "45", "length": bytes.len(),
+                   "sha256": sha_hex(&bytes), "uploadMode": "multipart",
+                   "multiParts": parts}),
+        )
+        .await;
+    assert_eq!(urls.len(), 9);
+    let mut tasks = Vec::new();
+    for (i, url) in urls.into_iter().enumerate().rev() {
+        let chunk = bytes[i * 65536..((i + 1) * 65536).min(bytes.len())].to_vec();
+        let http = s.http.clone();
+        tasks.push(tokio::spawn(async move {
+            let r = http.put(url).body(chunk).send().await.unwrap();
+            r.status().as_u16()
+        }));
+    }
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    let (status, v) = s
+        .koo("alice", "files/complete", json!({"fileId": id}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["sha256"], sha_hex(&bytes));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn corrupted_part_is_refused_naming_the_part() {
+    let s = TestServer::start().await;
+    let bytes = data(64 * 100 * 4, 3);
+    let parts = chain_parts(&bytes, 64 * 100);
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "c.bin", "fileType": "45", "length": bytes.len(),
+                   "uploadMode": "multipart", "multiParts": parts}),
+        )
+        .await;
+    let mut bad = bytes[6400..12800].to_vec();
+    bad[100] ^= 1;
+    let resp = s.http.put(&urls[1]).body(bad).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], 13000420);
+    assert!(v["msg"].as_str().unwrap().contains("part 2"), "{v}");
+    // Complete now lists the missing part.
+    for (i, url) in urls.iter().enumerate() {
+        if i != 1 {
+            assert_eq!(
+                s.put(url, bytes[i * 6400..(i + 1) * 6400].to_vec()).await.0,
+                200
+            );
+        }
+    }
+    let (status, v) = s
+        .koo("alice", "files/complete", json!({"fileId": id}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["code"], 13000421, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains('2'));
+    assert_eq!(s.put(&urls[1], bytes[6400..12800].to_vec()).await.0, 200);
+    let (status, v) = s
+        .koo("alice", "files/complete", json!({"fileId": id}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_sha256_at_complete_keeps_the_upload() {
+    let s = TestServer::start().await;
+    let bytes = data(5000, 4);
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "d.bin", "fileType": "45", "length": 5000}),
+        )
+        .await;
+    assert_eq!(s.put(&urls[0], bytes.clone()).await.0, 200);
+    let wrong = sha_hex(b"nope");
+    let (status, v) = s
+        .koo(
+            "alice",
+            "files/complete",
+            json!({"fileId": id, "sha256": wrong}),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["code"], 13000402, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains(&wrong));
+    let (status, _) = s
+        .koo(
+            "alice",
+            "files/complete",
+            json!({"fileId": id, "sha256": sha_hex(&bytes)}),
+        )
+        .await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn flash_upload_completes_at_once_for_the_same_owner_only() {
+    let s = TestServer::start().await;
+    let bytes = data(3000, 5);
+    let body = json!({"fileName": "e.bin", "fileType": "45", "length": 3000,
+                      "sha256": sha_hex(&bytes)});
+    let (id, urls) = s.koo_create("alice", body.clone()).await;
+    assert_eq!(s.put(&urls[0], bytes.clone()).await.0, 200);
+    assert_eq!(
+        s.koo("alice", "files/complete", json!({"fileId": id}))
+            .await
+            .0,
+        200
+    );
+    let (status, v) = s.koo("alice", "files/create", body.clone()).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["rapidUpload"], true, "{v}");
+    let copy = v["fileId"].as_str().unwrap();
+    assert_ne!(copy, id);
+    let (_, v) = s
+        .koo("alice", &format!("files/{copy}/detail"), json!({}))
+        .await;
+    assert_eq!(v["sha256"], sha_hex(&bytes));
+    // Another user has no such file: a normal upload starts.
+    let (status, v) = s.koo("bob", "files/create", body).await;
+    assert_eq!(status, 200);
+    assert_eq!(v["rapidUpload"], false, "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn another_user_sees_the_same_answer_as_for_an_unknown_file() {
+    let s = TestServer::start().await;
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "f", "fileType": "45", "length": 4}),
+        )
+        .await;
+    assert_eq!(s.put(&urls[0], b"abcd".to_vec()).await.0, 200);
+    let (status_b, vb) = s.koo("bob", "files/complete", json!({"fileId": id})).await;
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let (status_u, vu) = s
+        .koo("bob", "files/complete", json!({"fileId": unknown}))
+        .await;
+    assert_eq!(status_b, 400);
+    assert_eq!((status_b, &vb), (status_u, &vu));
+    assert_eq!(vb["code"], 13000401);
+    let (status, _) = s.koo("bob", &format!("files/{id}/detail"), json!({})).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        s.koo("alice", "files/complete", json!({"fileId": id}))
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shared_folder_members_share_uploads() {
+    let s = TestServer::start().await;
+    let share = &[("x-hw-share-folder-id", "team".to_owned())];
+    let (status, v) = s
+        .koo_with(
+            "alice",
+            "files/create",
+            json!({"fileName": "g", "fileType": "45", "length": 3}),
+            share,
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["fileId"].as_str().unwrap().to_owned();
+    let url = v["uploadUrl"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&url, b"xyz".to_vec()).await.0, 200);
+    // Bob is a member and completes it; outside the folder he cannot see it.
+    assert_eq!(
+        s.koo("bob", "files/complete", json!({"fileId": id}))
+            .await
+            .0,
+        400
+    );
+    let (status, v) = s
+        .koo_with("bob", "files/complete", json!({"fileId": id}), share)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    // Carol is not a member.
+    let (status, v) = s
+        .koo_with("carol", "files/complete", json!({"fileId": id}), share)
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["code"], 13000410);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stale_future_and_missing_dates_and_bad_tokens_are_refused() {
+    let s = TestServer::start().await;
+    let body = json!({"fileName": "h", "fileType": "45", "length": 1});
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = partseal_server::auth::format_compact_date;
+    for (date, code) in [
+        (fmt(now - time::Duration::minutes(16)), 13000002),
+        (fmt(now + time::Duration::minutes(5)), 13000002),
+        ("2026-11-30 10:00:00".to_owned(), 13000002),
+    ] {
+        let (status, v) = s
+            .koo_with(
+                "alice",
+                "files/create",
+                body.clone(),
+                &[("x-date", date.clone())],
+            )
+            .await;
+        assert_eq!(status, 401, "{date}: {v}");
+        assert_eq!(v["code"], code);
+    }
+    // Still fresh at 14 minutes.
+    let date = fmt(now - time::Duration::minutes(14));
+    let (status, _) = s
+        .koo_with("alice", "files/create", body.clone(), &[("x-date", date)])
+        .await;
+    assert_eq!(status, 200);
+    // A token that does not match X-User-Id.
+    let bob = s.user("bob").token.clone();
+    let (status, v) = s
+        .koo_with(
+            "alice",
+            "files/create",
+            body.clone(),
+            &[("authorization", format!("Bearer+{bob}"))],
+        )
+        .await;
+    assert_eq!(status, 401);
+    assert_eq!(v["code"], 13000001);
+    let resp = s
+        .http
+        .post(format!("{}/koodrive/ose/v1/files/create", s.url))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_parameters_get_the_invalid_parameter_answer() {
+    let s = TestServer::start().await;
+    let cases = [
+        json!({"fileName": "a/b", "fileType": "45", "length": 1}),
+        json!({"fileName": "..", "fileType": "45", "length": 1}),
+        json!({"fileName": "x".repeat(251), "fileType": "45", "length": 1}),
+        json!({"fileName": "a", "fileType": "45", "length": -1}),
+        json!({"fileName": "a", "fileType": "45", "length": 1e30}),
+        json!({"fileName": "a", "fileType": "45", "length": "12"}),
+        json!({"fileName": "a", "fileType": "45"}),
+        json!({"fileName": "a", "fileType": "45", "length": 6u64 << 30}),
+        json!({"fileName": "a", "fileType": "45", "length": 1, "uploadMode": "zip"}),
+        json!({"fileName": "a", "fileType": "45", "length": 1, "sha256": "xyz"}),
+        json!({"fileName": "a", "fileType": "45", "length": 128, "uploadMode": "multipart",
+               "multiParts": [{"partNumber": 1, "partSize": 64, "partOffset": 0},
+                              {"partNumber": 1, "partSize": 64, "partOffset": 64,
+                               "hashCtx": [1,2,3,4,5,6,7,8]}]}),
+        json!({"fileName": "a", "fileType": "45", "length": 128, "uploadMode": "multipart",
+               "multiParts": [{"partNumber": 2, "partSize": 64, "partOffset": 64,
+                               "hashCtx": [1,2,3,4,5,6,7,4294967296u64]}]}),
+        json!({"fileName": "a", "fileType": "45", "length": 128, "uploadMode": "multipart",
+               "multiParts": [{"partNumber": 1, "partSize": 64, "partOffset": 0,
+                               "hashCtx": [1,2,3,4,5,6,7,8]}]}),
+        json!([1, 2, 3]),
+    ];
+    for body in cases {
+        let (status, v) = s.koo("alice", "files/create", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        let code = v["code"].as_i64().unwrap();
+        assert!(code == 13000102 || code == 13000423, "{body}: {v}");
+    }
+    for id in [
+        "../../etc/passwd",
+        "..",
+        "0123456789abcdef0123456789abcde/",
+        "%2F",
+        "\u{0}",
+        &"a".repeat(10_000),
+    ] {
+        let (status, v) = s
+            .koo("alice", "files/complete", json!({"fileId": id}))
+            .await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["code"], 13000102);
+    }
+    let resp = s
+        .http
+        .post(format!("{}/koodrive/ose/v1/files/complete", s.url))
+        .header("Authorization", format!("Bearer {}", s.user("alice").token))
+        .header("X-User-Id", "alice")
+        .header("X-Date", now_compact())
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    let big = "x".repeat(2 << 20);
+    let (status, _) = s
+        .koo("alice", "files/complete", json!({"fileId": big}))
+        .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upload_urls_cannot_be_forged_or_reused_for_another_file() {
+    let s = TestServer::start().await;
+    let (id1, urls1) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "i", "fileType": "45", "length": 4}),
+        )
+        .await;
+    let (id2, _) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "j", "fileType": "45", "length": 4}),
+        )
+        .await;
+    let other = urls1[0].replace(&id1, &id2);
+    assert_eq!(s.put(&other, b"abcd".to_vec()).await.0, 401);
+    let mut forged = urls1[0].clone();
+    let last = forged.pop().unwrap();
+    forged.push(if last == '0' { '1' } else { '0' });
+    assert_eq!(s.put(&forged, b"abcd".to_vec()).await.0, 401);
+    let part2 = urls1[0].replace(&format!("{id1}/1?"), &format!("{id1}/2?"));
+    assert_eq!(s.put(&part2, b"abcd".to_vec()).await.0, 401);
+    let bare = urls1[0].split('?').next().unwrap().to_owned();
+    assert_eq!(s.put(&bare, b"abcd".to_vec()).await.0, 401);
+    // Too long a body for the declared length is refused and not kept.
+    let (status, body) = s.put(&urls1[0], b"abcdef".to_vec()).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(s.put(&urls1[0], b"abcd".to_vec()).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_upload_urls_extend_the_plan() {
+    let s = TestServer::start().await;
+    let bytes = data(64 * 10 * 3, 6);
+    let parts = chain_parts(&bytes, 640);
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "k", "fileType": "45", "length": bytes.len(),
+                   "uploadMode": "multipart", "multiParts": [parts[0].clone()]}),
+        )
+        .await;
+    assert_eq!(urls.len(), 1);
+    let (status, v) = s
+        .koo(
+            "alice",
+            "files/multipart/uploadUrl",
+            json!({"fileId": id, "multiParts": [parts[1].clone(), parts[2].clone()]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let more: Vec<String> = v["multiParts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(v["multiParts"][1]["hashCtx"], parts[2]["hashCtx"]);
+    for (i, url) in urls.iter().chain(more.iter()).enumerate() {
+        assert_eq!(
+            s.put(url, bytes[i * 640..(i + 1) * 640].to_vec()).await.0,
+            200
+        );
+    }
+    let (status, v) = s
+        .koo("alice", "files/complete", json!({"fileId": id}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["sha256"], sha_hex(&bytes));
+}

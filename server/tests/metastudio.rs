@@ -1,0 +1,290 @@
+//! The MetaStudio-style API over a real server on loopback, signed with
+//! AK/SK the way the official SDK signs.
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use md5::Digest;
+use serde_json::json;
+
+fn md5_b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b))
+}
+
+fn create_body(bytes: &[u8], md5: &str) -> serde_json::Value {
+    json!({"file_name": "a.png", "file_md5": md5, "file_size": bytes.len(),
+           "file_type": "PNG", "asset_id": "asset-1", "asset_file_category": "MAIN"})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_put_confirm_and_delete() {
+    let s = TestServer::start().await;
+    let bytes = data(20_000, 1);
+    let (status, v, h) = s
+        .mss(
+            "alice",
+            "POST",
+            "files",
+            Some(create_body(&bytes, &md5_b64(&bytes))),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(h.contains_key("x-request-id"));
+    let id = v["file_id"].as_str().unwrap().to_owned();
+    let url = v["upload_url"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&url, bytes.clone()).await.0, 200);
+    let (status, v, h) = s
+        .mss(
+            "alice",
+            "POST",
+            &format!("files/{id}/complete"),
+            Some(json!({"state": "CREATED"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert!(h.contains_key("x-request-id"));
+    // Confirming again is harmless.
+    let (status, _, _) = s
+        .mss(
+            "alice",
+            "POST",
+            &format!("files/{id}/complete"),
+            Some(json!({"state": "CREATED"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let stored = s.dir.path().join("files").join(&id).join("data");
+    assert_eq!(std::fs::read(&stored).unwrap(), bytes);
+    let (status, _, _) = s.mss("alice", "DELETE", &format!("files/{id}"), None).await;
+    assert_eq!(status, 200);
+    assert!(!stored.exists());
+    let (status, v, _) = s.mss("alice", "DELETE", &format!("files/{id}"), None).await;
+    assert_eq!(status, 404);
+    assert_eq!(v["error_code"], "MSS.10001004");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wrong_md5_is_rejected_at_confirm() {
+    let s = TestServer::start().await;
+    let bytes = data(1000, 2);
+    let (_, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            "files",
+            Some(create_body(&bytes, &md5_b64(b"other"))),
+        )
+        .await;
+    let id = v["file_id"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(v["upload_url"].as_str().unwrap(), bytes).await.0, 200);
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            &format!("files/{id}/complete"),
+            Some(json!({"state": "CREATED"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error_code"], "MSS.10001020");
+    assert!(v["error_msg"].as_str().unwrap().contains("MD5"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancelled_and_failed_end_the_upload() {
+    let s = TestServer::start().await;
+    let bytes = data(100, 3);
+    for state in ["CANCELLED", "FAILED"] {
+        let (_, v, _) = s
+            .mss(
+                "alice",
+                "POST",
+                "files",
+                Some(create_body(&bytes, &md5_b64(&bytes))),
+            )
+            .await;
+        let id = v["file_id"].as_str().unwrap().to_owned();
+        assert_eq!(
+            s.put(v["upload_url"].as_str().unwrap(), bytes.clone())
+                .await
+                .0,
+            200
+        );
+        let (status, v, _) = s
+            .mss(
+                "alice",
+                "POST",
+                &format!("files/{id}/complete"),
+                Some(json!({"state": state})),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        assert!(!s.dir.path().join("uploads").join(&id).exists());
+        let (status, v, _) = s
+            .mss(
+                "alice",
+                "POST",
+                &format!("files/{id}/complete"),
+                Some(json!({"state": "CREATED"})),
+            )
+            .await;
+        assert_eq!(status, 404, "{v}");
+    }
+    let (_, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            "files",
+            Some(create_body(&bytes, &md5_b64(&bytes))),
+        )
+        .await;
+    let id = v["file_id"].as_str().unwrap().to_owned();
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            &format!("files/{id}/complete"),
+            Some(json!({"state": "DONE"})),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(v["error_code"], "MSS.00000003");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_file_in_segments() {
+    let s = TestServer::start().await;
+    let bytes = data(3000, 4);
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            "large-files",
+            Some(
+                json!({"file_name": "big.mp4", "file_size": 3000, "file_type": "MP4",
+                        "asset_id": "a", "asset_file_category": "MAIN",
+                        "file_multipart_count": 3}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["file_id"].as_str().unwrap().to_owned();
+    let urls: Vec<String> = v["upload_urls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(urls.len(), 3);
+    for (i, u) in urls.iter().enumerate().rev() {
+        assert_eq!(
+            s.put(u, bytes[i * 1000..(i + 1) * 1000].to_vec()).await.0,
+            200
+        );
+    }
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            &format!("files/{id}/complete"),
+            Some(json!({"state": "CREATED"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let stored = s.dir.path().join("files").join(&id).join("data");
+    assert_eq!(std::fs::read(stored).unwrap(), bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_signatures_tokens_and_projects_are_unauthorized() {
+    let s = TestServer::start().await;
+    let bytes = data(10, 5);
+    let body = create_body(&bytes, &md5_b64(&bytes));
+    let alice = s.user("alice").clone();
+    for (ak, sk, project) in [
+        (
+            alice.access_key.as_str(),
+            "wrong-secret-0123456789",
+            alice.project_id.as_str(),
+        ),
+        (
+            "NOSUCHKEY",
+            alice.secret_key.as_str(),
+            alice.project_id.as_str(),
+        ),
+        (
+            alice.access_key.as_str(),
+            alice.secret_key.as_str(),
+            "project-bob",
+        ),
+    ] {
+        let (status, v, h) = s
+            .mss_signed(ak, sk, project, "POST", "files", Some(body.clone()))
+            .await;
+        assert_eq!(status, 401, "{v}");
+        assert_eq!(v["error_code"], "MSS.00000001");
+        assert!(h.contains_key("x-request-id"));
+    }
+    // A token works instead of a signature; a wrong one does not.
+    let url = format!("{}/v1/{}/files", s.url, alice.project_id);
+    let r = s
+        .http
+        .post(&url)
+        .header("X-Auth-Token", &alice.token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let r = s
+        .http
+        .post(&url)
+        .header("X-Auth-Token", "not-a-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = s.http.post(&url).json(&body).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn invalid_parameters_answer_mss_00000003() {
+    let s = TestServer::start().await;
+    let good = create_body(b"abc", &md5_b64(b"abc"));
+    let mut cases = Vec::new();
+    for (k, v) in [
+        ("file_md5", json!("short")),
+        ("file_md5", json!(42)),
+        ("file_size", json!(0)),
+        ("file_size", json!(-5)),
+        ("file_size", json!(6u64 << 30)),
+        ("file_name", json!("")),
+        ("file_name", json!("n".repeat(257))),
+        ("asset_file_category", json!("NOPE")),
+        ("asset_id", json!(null)),
+    ] {
+        let mut b = good.clone();
+        b[k] = v;
+        cases.push(b);
+    }
+    cases.push(json!("just a string"));
+    for body in cases {
+        let (status, v, _) = s.mss("alice", "POST", "files", Some(body.clone())).await;
+        assert_eq!(status, 400, "{body}: {v}");
+        assert_eq!(v["error_code"], "MSS.00000003", "{body}");
+    }
+    for id in ["..%2F..", "abc", "0123456789ABCDEF0123456789ABCDEF", "%00"] {
+        let (status, v, _) = s
+            .mss(
+                "alice",
+                "POST",
+                &format!("files/{id}/complete"),
+                Some(json!({"state": "CREATED"})),
+            )
+            .await;
+        assert_eq!(status, 400, "{id}: {v}");
+    }
+}
