@@ -431,3 +431,51 @@ async fn more_upload_urls_extend_the_plan() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["sha256"], sha_hex(&bytes));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stalled_and_truncated_bodies_are_not_kept() {
+    let s = TestServer::start_with(std::time::Duration::from_millis(300)).await;
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "slow", "fileType": "45", "length": 10}),
+        )
+        .await;
+    let chunks = futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(b"hello".to_vec()),
+        Err(std::io::Error::other("never sent")),
+    ]);
+    // The first half arrives, then the body stalls past the timeout.
+    let stalled = futures_util::StreamExt::then(chunks, |c| async move {
+        if c.is_err() {
+            tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        }
+        c
+    });
+    let resp = s
+        .http
+        .put(&urls[0])
+        .header("content-length", "10")
+        .body(reqwest::Body::wrap_stream(stalled))
+        .send()
+        .await;
+    if let Ok(r) = resp {
+        assert_eq!(r.status().as_u16(), 400);
+    }
+    let (status, v) = s
+        .koo("alice", "files/complete", json!({"fileId": id}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        v["code"], 13000421,
+        "the stalled part must not be kept: {v}"
+    );
+    // A whole body afterwards is accepted.
+    assert_eq!(s.put(&urls[0], b"helloworld".to_vec()).await.0, 200);
+    assert_eq!(
+        s.koo("alice", "files/complete", json!({"fileId": id}))
+            .await
+            .0,
+        200
+    );
+}
