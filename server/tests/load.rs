@@ -96,7 +96,7 @@ async fn one_upload(s: Arc<TestServer>, i: usize, part_size: usize) -> Duration 
     }
     let started = Instant::now();
     if complete_as_koo {
-        let user = if i % 3 == 0 { "alice" } else { "bob" };
+        let user = if i.is_multiple_of(3) { "alice" } else { "bob" };
         let (status, v) = s
             .koo(
                 user,
