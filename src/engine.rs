@@ -66,12 +66,16 @@ pub struct FileSpec {
     /// The engine does not interpret them; at most [`MAX_LABELS`] labels of at
     /// most [`MAX_LABEL_LEN`] bytes each.
     pub labels: BTreeMap<String, String>,
+    /// How many parts the upload will have, for clients that say so without
+    /// giving sizes (MetaStudio's `file_multipart_count`): parts beyond it
+    /// are refused and verify requires all of `1..=count`.
+    pub part_count: Option<u32>,
 }
 
 /// Most labels an upload may carry.
 pub const MAX_LABELS: usize = 32;
 /// Longest label key or value, in bytes.
-pub const MAX_LABEL_LEN: usize = 1024;
+pub const MAX_LABEL_LEN: usize = 4096;
 
 /// Whether a part's link in the SHA-256 chain was checked on arrival.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -286,6 +290,7 @@ impl Engine {
             mode,
             plan,
             labels: spec.labels,
+            part_count: spec.part_count,
         };
         let id = FileId::generate()?;
         let layout = &self.inner.layout;
@@ -395,6 +400,14 @@ impl Engine {
             return Err(Error::PartOutOfRange {
                 part: u64::from(n),
                 reason: "the part is not in the upload's plan".into(),
+            });
+        }
+        if let Some(count) = record.part_count
+            && n > count
+        {
+            return Err(Error::PartOutOfRange {
+                part: u64::from(n),
+                reason: format!("the upload was declared with {count} parts"),
             });
         }
         let bound = planned.map_or(limits.max_part_size, |p| p.size);
@@ -800,6 +813,7 @@ impl Engine {
             .next_back()
             .copied()
             .max(record.plan.keys().next_back().copied())
+            .max(record.part_count)
             .unwrap_or(0);
         let missing: Vec<u32> = (1..=last.max(1))
             .filter(|n| !parts.contains_key(n))
@@ -959,6 +973,7 @@ impl Engine {
                 mode: Mode::Unset,
                 plan: BTreeMap::new(),
                 labels,
+                part_count: None,
             };
             let verified = Verified {
                 sha256: parse_hex_digest(&rec.sha256, "file record")?,

@@ -59,6 +59,9 @@ pub struct UploadRecord {
     /// Labels of the embedding service (a name, a folder, ...), kept as given.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// How many parts the upload will have, when declared without sizes.
+    #[serde(default)]
+    pub part_count: Option<u32>,
 }
 
 /// The record of a received part; its existence acknowledges the part.

@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State as AxState};
 use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::{self, Next};
@@ -211,16 +212,28 @@ async fn create(
     let req: CreateRequest = parse_json(&bytes)?;
     check_file_name(&req.file_name)?;
     let file_type = match &req.file_type {
-        Value::String(s) if !s.is_empty() && s.len() <= 64 => s.clone(),
+        Value::String(s) if (1..=64).contains(&s.chars().count()) => s.clone(),
         Value::Number(n) if n.is_u64() => n.to_string(),
-        _ => return Err(ApiError::bad("fileType must be a non-empty string").into()),
+        _ => {
+            return Err(ApiError::bad(
+                "fileType must be a string of 1 to 64 characters or a non-negative integer",
+            )
+            .into());
+        }
     };
-    if req
-        .description
-        .as_deref()
-        .is_some_and(|d| d.chars().count() > 512)
+    for (field, value, max) in [
+        ("description", &req.description, 512),
+        ("mimeType", &req.mime_type, 128),
+        ("createdTime", &req.created_time, 64),
+    ] {
+        if value.as_deref().is_some_and(|v| v.chars().count() > max) {
+            return Err(ApiError::bad(format!("{field} is longer than {max} characters")).into());
+        }
+    }
+    if let Some(p) = req.parent_folder.as_ref().and_then(|p| p.first())
+        && p.chars().count() > 256
     {
-        return Err(ApiError::bad("description is longer than 512 characters").into());
+        return Err(ApiError::bad("parentFolder ids are at most 256 characters").into());
     }
     let multipart = match req.upload_mode.as_deref() {
         Some("put") => false,
@@ -321,6 +334,7 @@ async fn create(
         md5: None,
         plan,
         labels,
+        part_count: None,
     };
     let o = owner.clone();
     let id = state.blocking(move |e| e.create(&o, spec)).await?;
@@ -417,13 +431,14 @@ async fn complete(
 
 async fn detail(
     AxState(state): AxState<State>,
-    Path(file_id): Path<String>,
+    file_id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, KooError> {
     let caller = authenticate(&state, &headers)?;
     // The body (containerId, imageProcess) is optional here.
     let _ = read_body(body, state.settings.max_json_body).await?;
+    let Path(file_id) = file_id.map_err(crate::path_error)?;
     let id: FileId = file_id.parse()?;
     let (o, i) = (caller.owner.clone(), id.clone());
     let c = state.blocking(move |e| e.get(&o, &i)).await?;

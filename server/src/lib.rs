@@ -100,6 +100,11 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, Api
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("invalid JSON body: {e}")))
 }
 
+/// The answer to a path parameter that does not decode (e.g. invalid UTF-8).
+pub fn path_error(e: axum::extract::rejection::PathRejection) -> ApiError {
+    ApiError::bad(format!("invalid path parameter: {}", e.body_text()))
+}
+
 /// Turns a streamed request body into a blocking reader for the engine.
 /// Must be called on the runtime; the reader is used on a blocking thread.
 pub fn body_reader(body: Body) -> impl io::Read + Send + 'static {

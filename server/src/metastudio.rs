@@ -10,6 +10,7 @@
 use std::collections::BTreeMap;
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, Request, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
@@ -134,13 +135,14 @@ struct CreateFileRequest {
 
 async fn create_file(
     AxState(state): AxState<State>,
-    Path(project_id): Path<String>,
+    project_id: Result<Path<String>, PathRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, MssError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
+    let Path(project_id) = project_id.map_err(crate::path_error)?;
     let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
     let req: CreateFileRequest = parse_json(&bytes)?;
     check_len("file_name", &req.file_name, 1, 256)?;
@@ -201,13 +203,14 @@ struct CreateLargeFileRequest {
 
 async fn create_large_file(
     AxState(state): AxState<State>,
-    Path(project_id): Path<String>,
+    project_id: Result<Path<String>, PathRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, MssError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
+    let Path(project_id) = project_id.map_err(crate::path_error)?;
     let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
     let req: CreateLargeFileRequest = parse_json(&bytes)?;
     check_len("file_name", &req.file_name, 1, 256)?;
@@ -236,6 +239,7 @@ async fn create_large_file(
             &req.asset_id,
             &req.asset_file_category,
         ),
+        part_count: Some(count),
         ..FileSpec::default()
     };
     let o = owner.clone();
@@ -257,13 +261,14 @@ struct ConfirmRequest {
 
 async fn confirm(
     AxState(state): AxState<State>,
-    Path((project_id, file_id)): Path<(String, String)>,
+    ids: Result<Path<(String, String)>, PathRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, MssError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
+    let Path((project_id, file_id)) = ids.map_err(crate::path_error)?;
     let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
     let req: ConfirmRequest = parse_json(&bytes)?;
     let id: FileId = file_id.parse()?;
@@ -288,13 +293,14 @@ async fn confirm(
 
 async fn delete_file(
     AxState(state): AxState<State>,
-    Path((project_id, file_id)): Path<(String, String)>,
+    ids: Result<Path<(String, String)>, PathRejection>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, MssError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
+    let Path((project_id, file_id)) = ids.map_err(crate::path_error)?;
     let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
     let id: FileId = file_id.parse()?;
     state

@@ -9,7 +9,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -79,11 +79,14 @@ struct Signed {
 
 async fn put_part(
     AxState(state): AxState<State>,
-    Path((api, file_id, part)): Path<(String, String, String)>,
+    params: Result<Path<(String, String, String)>, PathRejection>,
     query: Result<Query<Signed>, QueryRejection>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
+    let Ok(Path((api, file_id, part))) = params else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
     let api = match api.as_str() {
         "koodrive" => Api::KooDrive,
         "metastudio" => Api::MetaStudio,

@@ -288,3 +288,53 @@ async fn invalid_parameters_answer_mss_00000003() {
         assert_eq!(status, 400, "{id}: {v}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_file_needs_every_declared_segment() {
+    let s = TestServer::start().await;
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            "large-files",
+            Some(
+                json!({"file_name": "seg.bin", "file_type": "BIN", "asset_id": "a",
+                        "asset_file_category": "OTHER", "file_multipart_count": 3}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["file_id"].as_str().unwrap().to_owned();
+    let url1 = v["upload_urls"][0].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&url1, b"hello".to_vec()).await.0, 200);
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            &format!("files/{id}/complete"),
+            Some(json!({"state": "CREATED"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["error_code"], "MSS.10001021");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn undecodable_path_parameters_get_a_json_error() {
+    let s = TestServer::start().await;
+    let alice = s.user("alice").clone();
+    let r = s
+        .http
+        .delete(format!("{}/v1/{}/files/%FF", s.url, alice.project_id))
+        .header("X-Auth-Token", &alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.headers().contains_key("x-request-id"));
+    let v: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(v["error_code"], "MSS.00000003");
+    let (status, v) = s.koo("alice", "files/%FF/detail", json!({})).await;
+    assert_eq!(status, 400);
+    assert_eq!(v["code"], 13000102);
+}
