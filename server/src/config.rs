@@ -63,6 +63,11 @@ pub struct Args {
     /// Seconds an upload URL stays valid.
     #[arg(long, env = "PARTSEAL_URL_TTL", default_value_t = 24 * 3600)]
     pub url_ttl_secs: u64,
+    /// Seconds to wait after SIGINT or SIGTERM for requests in flight before
+    /// stopping anyway (a client that never finishes its request would
+    /// otherwise hold the shutdown up for ever).
+    #[arg(long, env = "PARTSEAL_SHUTDOWN_GRACE", default_value_t = 30)]
+    pub shutdown_grace_secs: u64,
 }
 
 impl Args {

@@ -52,6 +52,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| format!("http://{addr}"))
         .trim_end_matches('/')
         .to_owned();
+    // Handlers in place before the banner: from `listening on` on, SIGINT
+    // and SIGTERM stop gracefully instead of killing the process.
+    let stop = shutdown_signal()?;
     if created {
         print_dev_credentials(&cred_path, &credentials, &public_url);
     } else {
@@ -72,10 +75,33 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         args.data.display()
     );
     tracing::info!(%addr, "listening");
-    axum::serve(listener, app(state))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    tracing::info!("stopped; in-flight requests finished");
+    // After the signal, requests in flight get `grace` to finish; then the
+    // server stops anyway (the store keeps only acknowledged parts, so a cut
+    // request loses nothing the client was told is stored).
+    let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+        stop.await;
+        let _ = stopping_tx.send(());
+    });
+    let deadline = async move {
+        match stopping_rx.await {
+            Ok(()) => tokio::time::sleep(grace).await,
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        done = std::future::IntoFuture::into_future(server) => {
+            done?;
+            tracing::info!("stopped; in-flight requests finished");
+        }
+        () = deadline => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "stopped with connections still open after the grace period"
+            );
+        }
+    }
     Ok(())
 }
 
@@ -105,24 +131,28 @@ fn print_dev_credentials(path: &std::path::Path, c: &Credentials, url: &str) {
     println!("         -d '{{\"fileName\":\"a.txt\",\"fileType\":\"45\",\"length\":5}}'");
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Installs the SIGINT and SIGTERM handlers now, not on the first poll of
+/// the returned future (which completes on the first of them), so that a
+/// signal right after the banner already stops gracefully.
+fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    let signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        async move {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
     };
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: no new connections, finishing requests in flight");
+    let signals = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    Ok(async move {
+        signals.await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+    })
 }
