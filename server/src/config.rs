@@ -195,17 +195,11 @@ impl Credentials {
                 if let Some(dir) = path.parent() {
                     fs::create_dir_all(dir).map_err(io)?;
                 }
-                let mut opts = fs::OpenOptions::new();
-                opts.write(true).create_new(true);
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    opts.mode(0o600);
-                }
-                let mut f = opts.open(path).map_err(io)?;
                 let text = serde_json::to_vec_pretty(&creds).unwrap_or_default();
-                f.write_all(&text).map_err(io)?;
-                f.sync_all().map_err(io)?;
+                if !create_private_file(path, &text).map_err(io)? {
+                    // Another process created it first: use theirs.
+                    return Credentials::load_or_create(path);
+                }
                 Ok((creds, true))
             }
             Err(e) => Err(io(e)),
@@ -285,18 +279,48 @@ pub fn url_key(data: &Path) -> std::io::Result<[u8; 32]> {
             let mut k = [0u8; 32];
             getrandom::fill(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
             fs::create_dir_all(data)?;
-            let mut opts = fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::OpenOptionsExt;
-                opts.mode(0o600);
+            if !create_private_file(&path, &k)? {
+                return url_key(data);
             }
-            let mut f = opts.open(&path)?;
-            f.write_all(&k)?;
-            f.sync_all()?;
             Ok(k)
         }
         Err(e) => Err(e),
     }
+}
+
+/// Creates `path` (mode 0600) holding `bytes`, whole or not at all: the bytes
+/// go to a temporary sibling that is fsynced and then hard-linked to `path`,
+/// which never replaces an existing file. Returns false if `path` existed.
+fn create_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        random_hex(8)?
+    ));
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let res = (|| {
+        let mut f = opts.open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+            Err(e) => Err(e),
+        }
+    })();
+    let _ = fs::remove_file(&tmp);
+    fs::File::open(dir)?.sync_all()?;
+    res
 }

@@ -35,6 +35,11 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    // Bind first: a start that cannot listen must not create credentials
+    // that no banner ever announced.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let cred_path = args.credentials_path();
     let (credentials, created) = Credentials::load_or_create(&cred_path)?;
     let engine_cfg = Config {
@@ -44,7 +49,6 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let data = args.data.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&data, engine_cfg)).await??;
     let key = url_key(&args.data)?;
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     let public_url = args
         .public_url
@@ -52,6 +56,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| format!("http://{addr}"))
         .trim_end_matches('/')
         .to_owned();
+    if args.public_url.is_none() && addr.ip().is_unspecified() {
+        tracing::warn!(
+            %addr,
+            "listening on all interfaces without --public-url: upload URLs will name {public_url}, \
+             which clients elsewhere cannot reach; set --public-url"
+        );
+    }
     // Handlers in place before the banner: from `listening on` on, SIGINT
     // and SIGTERM stop gracefully instead of killing the process.
     let stop = shutdown_signal()?;
