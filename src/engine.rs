@@ -192,6 +192,7 @@ struct Inner {
     cfg: Config,
     uploads: Mutex<HashMap<FileId, Arc<Upload>>>,
     committed: Mutex<ContentIndex>,
+    _lock: store::StoreLock,
 }
 
 /// The upload engine over one store directory.
@@ -211,11 +212,13 @@ fn parse_md5(s: &str) -> Option<[u8; 16]> {
 }
 
 impl Engine {
-    /// Opens the store at `root` (creating it if needed) and recovers it:
+    /// Opens the store at `root` (creating it if needed), locks it against
+    /// other engines (a second one gets [`Error::Conflict`]) and recovers it:
     /// temporary files and unacknowledged part bytes are removed, interrupted
     /// replacements and commits are finished, and every open upload can
     /// continue.
     pub fn open(root: impl AsRef<Path>, cfg: Config) -> Result<Engine> {
+        let lock = store::StoreLock::acquire(root.as_ref())?;
         let layout = Layout::new(root.as_ref());
         let mut uploads = HashMap::new();
         for r in store::recover(&layout)? {
@@ -246,6 +249,7 @@ impl Engine {
                 cfg,
                 uploads: Mutex::new(uploads),
                 committed: Mutex::new(committed),
+                _lock: lock,
             }),
         })
     }
@@ -1071,11 +1075,14 @@ impl Engine {
         if !self.inner.cfg.eager_hashing || up.eager_running.swap(true, Ordering::AcqRel) {
             return;
         }
-        let inner = self.inner.clone();
+        // The task holds the upload and the paths, not the engine: dropping
+        // the last engine handle releases the store at once.
+        let parts_dir = self.inner.layout.parts_dir(&up.id);
+        let window = self.inner.cfg.pipeline.window;
         let up = up.clone();
         rayon::spawn(move || {
             loop {
-                eager_hash(&inner, &up);
+                eager_hash(&parts_dir, window, &up);
                 up.eager_running.store(false, Ordering::Release);
                 // A part may have arrived after the last look and before the
                 // flag was cleared; look once more unless another task took over.
@@ -1093,7 +1100,7 @@ fn next_part_ready(up: &Upload) -> bool {
 }
 
 /// Folds parts into checkpoints for as long as the next one is present.
-fn eager_hash(inner: &Inner, up: &Upload) {
+fn eager_hash(parts_dir: &Path, window: usize, up: &Upload) {
     loop {
         let (k, version, len, mut sha, mut md5) = {
             let st = up.state();
@@ -1115,12 +1122,12 @@ fn eager_hash(inner: &Inner, up: &Upload) {
         };
         // A part replaced or an upload finished meanwhile makes the open or
         // the read fail, or the result stale; either way nothing is recorded.
-        let Ok(file) = File::open(inner.layout.parts_dir(&up.id).join(&version)) else {
+        let Ok(file) = File::open(parts_dir.join(&version)) else {
             return;
         };
         let mut off = 0u64;
         while off < len {
-            let n = (len - off).min(inner.cfg.pipeline.window as u64) as usize;
+            let n = (len - off).min(window as u64) as usize;
             let Ok(chunk) = read_window(&file, off, n) else {
                 return;
             };

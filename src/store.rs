@@ -166,6 +166,40 @@ impl Layout {
     }
 }
 
+/// An exclusive lock on a store directory, held for the life of an engine:
+/// two processes recovering and writing one store would destroy each
+/// other's work in progress. The kernel releases it when the process dies.
+#[derive(Debug)]
+pub struct StoreLock {
+    _file: File,
+}
+
+impl StoreLock {
+    /// Takes the lock on `ROOT/store.lock`, creating the root if needed.
+    pub fn acquire(root: &Path) -> Result<StoreLock> {
+        use std::os::fd::AsRawFd;
+        fs::create_dir_all(root).map_err(Error::io("store directory"))?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(root.join("store.lock"))
+            .map_err(Error::io("store lock"))?;
+        // SAFETY: flock on a descriptor this function owns; no memory is shared.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.kind() == io::ErrorKind::WouldBlock {
+                Error::Conflict("the store is in use by another engine".into())
+            } else {
+                Error::io("store lock")(e)
+            });
+        }
+        Ok(StoreLock { _file: file })
+    }
+}
+
 /// Serializes a record as JSON.
 pub fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     // Records are plain structs of strings and numbers: serializing cannot fail.

@@ -216,3 +216,15 @@ fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn a_store_is_used_by_one_engine_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = open(dir.path());
+    assert!(matches!(
+        partseal::Engine::open(dir.path(), config()),
+        Err(Error::Conflict(_))
+    ));
+    drop(first);
+    open(dir.path());
+}
