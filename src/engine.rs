@@ -15,8 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use md5::{Digest, Md5};
 
 use crate::error::{DigestKind, Error, Result};
+use crate::faults::{Faults, Op};
 use crate::id::{FileId, Owner, PartNumber};
-use crate::io::{fsync_dir, random_suffix, read_window, write_all_at};
+use crate::io::{random_suffix, read_window, write_all_at};
 use crate::midstate::{HashCtx, Hasher, Midstate, Sha256};
 use crate::pipeline::{self, PipelineOptions, Segment};
 use crate::plan::{self, Limits, PartPlan};
@@ -37,6 +38,8 @@ pub struct Config {
     pub eager_hashing: bool,
     /// Bytes read from a part body at a time.
     pub ingest_buffer: usize,
+    /// Faults to inject into file operations (tests only; none by default).
+    pub faults: Faults,
 }
 
 impl Default for Config {
@@ -46,6 +49,7 @@ impl Default for Config {
             pipeline: PipelineOptions::default(),
             eager_hashing: true,
             ingest_buffer: 1 << 20,
+            faults: Faults::none(),
         }
     }
 }
@@ -219,7 +223,7 @@ impl Engine {
     /// continue.
     pub fn open(root: impl AsRef<Path>, cfg: Config) -> Result<Engine> {
         let lock = store::StoreLock::acquire(root.as_ref())?;
-        let layout = Layout::new(root.as_ref());
+        let layout = Layout::with_faults(root.as_ref(), cfg.faults.clone());
         let mut uploads = HashMap::new();
         for r in store::recover(&layout)? {
             let up = Upload {
@@ -304,16 +308,16 @@ impl Engine {
         let res = (|| {
             fs::create_dir(&staging).map_err(Error::io("upload directory"))?;
             fs::create_dir(staging.join("parts")).map_err(Error::io("upload directory"))?;
-            write_new(
+            layout.write_new(
                 &staging.join("upload.json"),
                 &to_json(&record),
                 "upload record",
             )?;
-            fsync_dir(&staging.join("parts"))?;
-            fsync_dir(&staging)?;
-            fs::rename(&staging, layout.upload_dir(&id)).map_err(Error::io("upload directory"))?;
-            fsync_dir(&layout.uploads_dir())?;
-            fsync_dir(&layout.tmp_dir())
+            layout.fsync_dir(&staging.join("parts"))?;
+            layout.fsync_dir(&staging)?;
+            layout.rename(&staging, &layout.upload_dir(&id), "upload directory")?;
+            layout.fsync_dir(&layout.uploads_dir())?;
+            layout.fsync_dir(&layout.tmp_dir())
         })();
         if let Err(e) = res {
             let _ = remove_any(&staging);
@@ -453,6 +457,7 @@ impl Engine {
         body: impl Read,
     ) -> Result<PartReceipt> {
         let layout = &self.inner.layout;
+        let faults = layout.faults();
         let parts_dir = layout.parts_dir(&up.id);
         let name = format!("{n}.{}.data", random_suffix()?);
         let path = parts_dir.join(&name);
@@ -465,9 +470,11 @@ impl Engine {
             let mut own = Hasher::new();
             let len = ingest(body, n, max, self.inner.cfg.ingest_buffer, |buf, _| {
                 own.update(buf);
+                faults.check(Op::Write, "part data")?;
                 file.write_all(buf)
             })?;
             check_min(n, len, min_len)?;
+            layout.fault(Op::Fsync, "part data")?;
             file.sync_data().map_err(Error::io("part data"))?;
             let rec = PartRecord {
                 len,
@@ -515,6 +522,7 @@ impl Engine {
     ) -> Result<PartReceipt> {
         let n = p.number;
         let layout = &self.inner.layout;
+        let faults = layout.faults();
         let offset = p.offset.unwrap_or(0);
         let start = p
             .start_ctx()
@@ -544,6 +552,7 @@ impl Engine {
             let len = ingest(body, n, p.size, self.inner.cfg.ingest_buffer, |buf, at| {
                 own.update(buf);
                 chain.update(buf);
+                faults.check(Op::Write, "part data")?;
                 write_all_at(&file, buf, base + at)
             })?;
             check_min(n, len, Some(p.size).max(expected_len))?;
@@ -564,6 +573,7 @@ impl Engine {
                 }
                 checked = true;
             }
+            layout.fault(Op::Fsync, "part data")?;
             file.sync_data().map_err(Error::io("part data"))?;
             let rec = PartRecord {
                 len,
@@ -626,7 +636,12 @@ impl Engine {
             return Err(Error::NotFound);
         }
         let layout = &self.inner.layout;
-        self.discard(&layout.upload_dir(id), &layout.uploads_dir())?;
+        if layout.upload_dir(id).exists() {
+            self.discard(&layout.upload_dir(id), &layout.uploads_dir())?;
+        } else {
+            // An earlier abort moved it away but could not make that durable.
+            layout.fsync_dir(&layout.uploads_dir())?;
+        }
         st.finished = true;
         lock(&self.inner.uploads).remove(id);
         Ok(())
@@ -686,6 +701,17 @@ impl Engine {
             }
             st.record.clone()
         };
+        let layout = &self.inner.layout;
+        if layout.file_record(id).exists() {
+            // An earlier verify got past the commit point and then failed (a
+            // directory fsync): make the commit durable and finish its cleanup.
+            layout.fsync_dir(&layout.files_dir())?;
+            remove_any(&layout.upload_dir(id))?;
+            layout.fsync_dir(&layout.uploads_dir())?;
+            up.state().finished = true;
+            lock(&self.inner.uploads).remove(id);
+            return self.committed_verified(owner, id, expected.as_ref());
+        }
         let declared = record
             .sha256
             .as_deref()
@@ -723,7 +749,7 @@ impl Engine {
                 // The commit is durable; a failure to tidy up is finished by recovery.
                 let layout = &self.inner.layout;
                 let _ = remove_any(&layout.upload_dir(id))
-                    .and_then(|_| fsync_dir(&layout.uploads_dir()));
+                    .and_then(|_| layout.fsync_dir(&layout.uploads_dir()));
                 Ok(v)
             }
             Err(e) => {
@@ -777,6 +803,7 @@ impl Engine {
         let layout = &self.inner.layout;
         let asm = store::open_assembly(layout, &up.id)?;
         asm.set_len(total).map_err(Error::io("assembly file"))?;
+        layout.fault(Op::Fsync, "assembly file")?;
         asm.sync_all().map_err(Error::io("assembly file"))?;
         let md5 = match &record.md5 {
             Some(want) => {
@@ -792,7 +819,7 @@ impl Engine {
             }
             None => None,
         };
-        link_or_copy(&layout.assembly(&up.id), &staging.join("data"))?;
+        link_or_copy(layout, &layout.assembly(&up.id), &staging.join("data"))?;
         Ok(Verified {
             sha256: digest,
             md5,
@@ -885,6 +912,7 @@ impl Engine {
             .create_new(true)
             .open(&data)
             .map_err(Error::io("committed file"))?;
+        self.inner.layout.fault(Op::Write, "committed file")?;
         let result = pipeline::run(
             &segments,
             sha,
@@ -903,6 +931,7 @@ impl Engine {
             (Some(want), Some(m)) => Some(check_md5(want, m)?),
             _ => None,
         };
+        self.inner.layout.fault(Op::Fsync, "committed file")?;
         out.sync_all().map_err(Error::io("committed file"))?;
         Ok(Verified {
             sha256: digest,
@@ -930,10 +959,10 @@ impl Engine {
             parts: v.parts,
             labels: record.labels.clone(),
         };
-        write_new(&staging.join("meta.json"), &to_json(&meta), "file record")?;
-        fsync_dir(staging)?;
-        fs::rename(staging, layout.file_dir(id)).map_err(Error::io("committed file"))?;
-        fsync_dir(&layout.files_dir())?;
+        layout.write_new(&staging.join("meta.json"), &to_json(&meta), "file record")?;
+        layout.fsync_dir(staging)?;
+        layout.rename(staging, &layout.file_dir(id), "committed file")?;
+        layout.fsync_dir(&layout.files_dir())?;
         lock(&self.inner.committed)
             .entry((meta.owner, meta.sha256, meta.length))
             .or_default()
@@ -968,7 +997,7 @@ impl Engine {
             .join(format!("{id}.tmp-{}", random_suffix()?));
         let res = (|| {
             fs::create_dir(&staging).map_err(Error::io("commit directory"))?;
-            link_or_copy(&layout.file_data(source), &staging.join("data"))?;
+            link_or_copy(layout, &layout.file_data(source), &staging.join("data"))?;
             let record = UploadRecord {
                 owner: rec.owner.clone(),
                 length: Some(rec.length),
@@ -1049,7 +1078,7 @@ impl Engine {
     }
 
     fn save_record(&self, id: &FileId, record: &UploadRecord) -> Result<()> {
-        crate::io::write_atomic(
+        self.inner.layout.write_atomic(
             &self.inner.layout.upload_record(id),
             &to_json(record),
             "upload record",
@@ -1066,8 +1095,8 @@ impl Engine {
         let grave = layout
             .tmp_dir()
             .join(format!("{name}.tmp-{}", random_suffix()?));
-        fs::rename(path, &grave).map_err(Error::io("upload directory"))?;
-        fsync_dir(parent)?;
+        layout.rename(path, &grave, "upload directory")?;
+        layout.fsync_dir(parent)?;
         remove_any(&grave)
     }
 
@@ -1195,7 +1224,8 @@ fn check_md5(want_hex: &str, m: Md5) -> Result<[u8; 16]> {
 
 /// Gives `to` the bytes of `from` without moving them: a hard link, or on
 /// file systems without hard links a copy (slower, equally safe), fsynced.
-fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
+fn link_or_copy(layout: &Layout, from: &Path, to: &Path) -> Result<()> {
+    layout.fault(Op::Write, "committed file")?;
     if fs::hard_link(from, to).is_ok() {
         return Ok(());
     }
@@ -1203,17 +1233,6 @@ fn link_or_copy(from: &Path, to: &Path) -> Result<()> {
     File::open(to)
         .and_then(|f| f.sync_all())
         .map_err(Error::io("committed file"))
-}
-
-/// Creates `path` with `bytes` and fsyncs it (the caller fsyncs the directory).
-fn write_new(path: &Path, bytes: &[u8], role: &'static str) -> Result<()> {
-    let mut f = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(Error::io(role))?;
-    f.write_all(bytes).map_err(Error::io(role))?;
-    f.sync_all().map_err(Error::io(role))
 }
 
 /// Reads `body` to its end in buffers of `buf_size`, handing each buffer and

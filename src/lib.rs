@@ -29,6 +29,7 @@
 pub mod chain;
 pub mod engine;
 pub mod error;
+pub mod faults;
 pub mod id;
 pub mod io;
 pub mod midstate;

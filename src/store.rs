@@ -18,14 +18,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::faults::{Faults, Op};
 use crate::id::FileId;
-use crate::io::{fsync_dir, is_temp_name, read_small, read_window, write_all_at, write_atomic};
+use crate::io::{fsync_dir, is_temp_name, random_suffix, read_small, read_window, write_all_at};
 use crate::plan::PartPlan;
 
 /// How an upload's parts are checked.
@@ -102,14 +103,79 @@ pub struct FileRecord {
 #[derive(Clone, Debug)]
 pub struct Layout {
     root: PathBuf,
+    faults: Faults,
 }
 
 impl Layout {
     /// The layout under `root`.
     pub fn new(root: &Path) -> Layout {
+        Layout::with_faults(root, Faults::none())
+    }
+
+    /// The layout under `root`, its durable operations passing through
+    /// `faults` (see [`crate::faults`]).
+    pub fn with_faults(root: &Path, faults: Faults) -> Layout {
         Layout {
             root: root.to_path_buf(),
+            faults,
         }
+    }
+
+    /// The fault seam.
+    pub fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    /// Fails if a fault is injected for `op` on a file of `role`.
+    pub fn fault(&self, op: Op, role: &'static str) -> Result<()> {
+        self.faults.check(op, role).map_err(Error::io(role))
+    }
+
+    /// Fsyncs a directory.
+    pub fn fsync_dir(&self, dir: &Path) -> Result<()> {
+        self.fault(Op::DirFsync, "store directory")?;
+        fsync_dir(dir)
+    }
+
+    /// Renames `from` to `to`.
+    pub fn rename(&self, from: &Path, to: &Path, role: &'static str) -> Result<()> {
+        self.fault(Op::Rename, role)?;
+        fs::rename(from, to).map_err(Error::io(role))
+    }
+
+    /// Creates `path` with `bytes` and fsyncs it (the caller fsyncs the
+    /// directory).
+    pub fn write_new(&self, path: &Path, bytes: &[u8], role: &'static str) -> Result<()> {
+        let res = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+            self.faults.check(Op::Write, role)?;
+            f.write_all(bytes)?;
+            self.faults.check(Op::Fsync, role)?;
+            f.sync_all()
+        })();
+        res.map_err(Error::io(role))
+    }
+
+    /// Writes `bytes` to `path` so that after a crash the file holds either
+    /// the old content or all of the new: write a temporary sibling, fsync
+    /// it, rename over, fsync the directory.
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8], role: &'static str) -> Result<()> {
+        let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(Error::io(role)(io::Error::other("not a file path")));
+        };
+        let tmp = dir.join(format!(
+            "{}.tmp-{}",
+            name.to_string_lossy(),
+            random_suffix()?
+        ));
+        let res = self
+            .write_new(&tmp, bytes, role)
+            .and_then(|()| self.rename(&tmp, path, role));
+        if res.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        res?;
+        self.fsync_dir(dir)
     }
 
     /// Creates the top directories.
@@ -117,7 +183,7 @@ impl Layout {
         for d in [self.uploads_dir(), self.files_dir(), self.tmp_dir()] {
             fs::create_dir_all(&d).map_err(Error::io("store directory"))?;
         }
-        fsync_dir(&self.root)
+        self.fsync_dir(&self.root)
     }
 
     /// `ROOT/uploads`.
@@ -215,7 +281,7 @@ pub fn load_json<T: for<'de> Deserialize<'de>>(path: &Path, role: &'static str) 
 
 /// Writes a part record durably.
 pub fn save_part(layout: &Layout, id: &FileId, n: u32, rec: &PartRecord) -> Result<()> {
-    write_atomic(&layout.part_record(id, n), &to_json(rec), "part record")
+    layout.write_atomic(&layout.part_record(id, n), &to_json(rec), "part record")
 }
 
 /// Opens (creating if needed) an upload's assembly file for writing.
@@ -249,9 +315,11 @@ pub fn settle_staged(
     while done < rec.len {
         let n = (rec.len - done).min(8 << 20) as usize;
         let chunk = read_window(&staged, done, n).map_err(Error::io("staged part"))?;
+        layout.fault(Op::Write, "assembly file")?;
         write_all_at(&asm, &chunk, offset + done).map_err(Error::io("assembly file"))?;
         done += n as u64;
     }
+    layout.fault(Op::Fsync, "assembly file")?;
     asm.sync_data().map_err(Error::io("assembly file"))?;
     let settled = PartRecord {
         data: None,
@@ -259,7 +327,7 @@ pub fn settle_staged(
     };
     save_part(layout, id, n, &settled)?;
     fs::remove_file(&staged_path).map_err(Error::io("staged part"))?;
-    fsync_dir(&layout.parts_dir(id))?;
+    layout.fsync_dir(&layout.parts_dir(id))?;
     Ok(settled)
 }
 
@@ -278,7 +346,7 @@ pub struct Recovered {
 pub fn recover(layout: &Layout) -> Result<Vec<Recovered>> {
     layout.create_dirs()?;
     clear_dir(&layout.tmp_dir())?;
-    fsync_dir(&layout.tmp_dir())?;
+    layout.fsync_dir(&layout.tmp_dir())?;
 
     // Committed files: a leftover temporary inside one is removed; a directory
     // without its record cannot come from the commit protocol and is left for
@@ -306,7 +374,7 @@ pub fn recover(layout: &Layout) -> Result<Vec<Recovered>> {
         }
         out.push(recover_upload(layout, id)?);
     }
-    fsync_dir(&layout.uploads_dir())?;
+    layout.fsync_dir(&layout.uploads_dir())?;
     Ok(out)
 }
 
@@ -358,7 +426,7 @@ fn recover_upload(layout: &Layout, id: FileId) -> Result<Recovered> {
             remove_any(&parts_dir.join(name))?;
         }
     }
-    fsync_dir(&parts_dir)?;
+    layout.fsync_dir(&parts_dir)?;
     if record.mode == Mode::Chain {
         for (n, rec) in parts.iter_mut() {
             if rec.data.is_some() {
