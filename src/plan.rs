@@ -136,6 +136,8 @@ pub fn merge(
     }
     let last = out.keys().next_back().copied().unwrap_or(0);
     let mut total = 0u64;
+    // In chain mode: where the previous planned part (by number) ends.
+    let mut prev_end: Option<(u32, u64)> = None;
     for p in out.values() {
         if p.size > limits.max_part_size {
             return bad(format!(
@@ -169,6 +171,18 @@ pub fn merge(
                 p.number
             ));
         }
+        // Parts are written at their offsets: a part that starts inside an
+        // earlier-numbered one would overwrite its bytes, and no plan could
+        // ever complete around it.
+        if let Some((q, q_end)) = prev_end
+            && offset < q_end
+        {
+            return bad(format!(
+                "part {} starts at offset {offset}, inside part {q}, which ends at {q_end}",
+                p.number
+            ));
+        }
+        prev_end = Some((p.number, offset.saturating_add(p.size)));
         if p.number == 1 {
             if offset != 0 {
                 return bad(format!("part 1 must start at offset 0, not {offset}"));

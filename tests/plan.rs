@@ -698,3 +698,16 @@ proptest! {
         prop_assert_eq!(out.len(), sizes.len());
     }
 }
+
+#[test]
+fn chain_parts_that_overlap_or_run_backwards_are_refused() {
+    let r = merge_new(&[chain_part(1, 128, 0), chain_part(3, 64, 0)], None);
+    assert!(matches!(r, Err(Error::BadPlan(_))), "{r:?}");
+    let r = merge_new(&[chain_part(2, 128, 64), chain_part(4, 64, 128)], None);
+    assert!(matches!(r, Err(Error::BadPlan(_))), "{r:?}");
+    let first = merge_new(&[chain_part(1, 128, 0)], None).unwrap();
+    let r = merge(&first, &[chain_part(3, 64, 64)], None, &LIMITS);
+    assert!(matches!(r, Err(Error::BadPlan(_))), "{r:?}");
+    let first = merge_new(&[chain_part(1, 128, 0), chain_part(3, 64, 256)], None).unwrap();
+    assert!(merge(&first, &[chain_part(2, 128, 128)], None, &LIMITS).is_ok());
+}
