@@ -98,7 +98,9 @@ fn check_and_finish(engine: &Engine, out: &Outcome) {
     if let Ok(c) = engine.get(&owner(), &out.id) {
         assert_eq!(std::fs::read(&c.path).unwrap(), out.bytes);
         // The client retries its complete: same answer.
-        let v = engine.verify(&owner(), &out.id, Some(sha(&out.bytes))).unwrap();
+        let v = engine
+            .verify(&owner(), &out.id, Some(sha(&out.bytes)))
+            .unwrap();
         assert_eq!(v.sha256, sha(&out.bytes));
         return;
     }
