@@ -15,6 +15,8 @@ use md5::Digest;
 use serde_json::json;
 
 const PARTS: usize = 16;
+/// Part uploads in flight at once, over all uploads.
+const MAX_CONNECTIONS: usize = 128;
 
 fn env_or(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -23,7 +25,12 @@ fn env_or(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-async fn one_upload(s: Arc<TestServer>, i: usize, part_size: usize) -> Duration {
+async fn one_upload(
+    s: Arc<TestServer>,
+    gate: Arc<tokio::sync::Semaphore>,
+    i: usize,
+    part_size: usize,
+) -> Duration {
     let bytes = data(part_size * PARTS - 100, i as u64 + 1000);
     let chunks: Vec<Vec<u8>> = bytes.chunks(part_size).map(<[u8]>::to_vec).collect();
     let (id, urls, complete_as_koo) = match i % 3 {
@@ -86,7 +93,11 @@ async fn one_upload(s: Arc<TestServer>, i: usize, part_size: usize) -> Duration 
     let mut puts = Vec::new();
     for (url, chunk) in urls.into_iter().zip(chunks).rev() {
         let http = s.http.clone();
+        let gate = gate.clone();
         puts.push(tokio::spawn(async move {
+            // Bounded connections: one process holds both ends of every one,
+            // and the default limit of open files is 1024.
+            let _permit = gate.acquire().await.unwrap();
             let r = http.put(url).body(chunk).send().await.unwrap();
             assert_eq!(r.status().as_u16(), 200, "{:?}", r.text().await);
         }));
@@ -133,9 +144,10 @@ async fn concurrent_uploads_all_verify() {
     let uploads = env_or("PARTSEAL_LOAD_UPLOADS", 64);
     let part_size = env_or("PARTSEAL_LOAD_PART_KIB", 64) * 1024;
     let s = Arc::new(TestServer::start().await);
+    let gate = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let started = Instant::now();
     let tasks: Vec<_> = (0..uploads)
-        .map(|i| tokio::spawn(one_upload(s.clone(), i, part_size)))
+        .map(|i| tokio::spawn(one_upload(s.clone(), gate.clone(), i, part_size)))
         .collect();
     let mut lat = Vec::new();
     for t in tasks {
