@@ -13,9 +13,9 @@ pinpointed.
 
 Usage (regenerate only on purpose; the Rust tests pin the committed output)::
 
-    python3 -m venv /tmp/sdkvenv
-    /tmp/sdkvenv/bin/pip install huaweicloudsdkcore==3.1.219 huaweicloudsdkmetastudio==3.1.219
-    /tmp/sdkvenv/bin/python server/tests/sdk/sign_vectors.py > server/tests/sdk/sign_vectors.json
+    python3 -m venv target/sdk-venv
+    target/sdk-venv/bin/pip install huaweicloudsdkcore==3.1.219 huaweicloudsdkmetastudio==3.1.219
+    target/sdk-venv/bin/python server/tests/sdk/sign_vectors.py > server/tests/sdk/sign_vectors.json
 """
 
 import base64
