@@ -11,8 +11,8 @@
 //! aligned bounce buffer for bytes that are not block-aligned, and with
 //! ordinary buffered writes where `O_DIRECT` is refused.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::ops::Deref;
 use std::path::Path;
 
@@ -107,34 +107,6 @@ pub fn fsync_dir(dir: &Path) -> Result<()> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(Error::io("store directory"))
-}
-
-/// Writes `bytes` to `path` so that after a crash the file holds either the
-/// old content or all of the new: write a temporary sibling, fsync it,
-/// rename over, fsync the directory.
-pub fn write_atomic(path: &Path, bytes: &[u8], role: &'static str) -> Result<()> {
-    let dir = path
-        .parent()
-        .ok_or_else(|| Error::io(role)(io::Error::other("no parent directory")))?;
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::io(role)(io::Error::other("no file name")))?;
-    let tmp = dir.join(format!(
-        "{}.tmp-{}",
-        name.to_string_lossy(),
-        random_suffix()?
-    ));
-    let res = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = fs::remove_file(&tmp);
-        return Err(Error::io(role)(e));
-    }
-    fsync_dir(dir)
 }
 
 /// Reads a small record file whole.
@@ -432,6 +404,8 @@ fn preallocate(_file: &File, _start: u64, _len: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::{self, OpenOptions};
+    use std::io::Write;
     use std::path::PathBuf;
 
     /// Deterministic, incompressible test bytes.
