@@ -159,7 +159,7 @@ pub enum WriteMode {
 /// one aligned bounce buffer of [`BOUNCE_SIZE`] bytes. The last partial
 /// block is written after `O_DIRECT` has been switched off again, so the
 /// file ends exactly at the last byte. Where the file system refuses
-/// `O_DIRECT` (at `fcntl` or at the first write, `EINVAL`), or the start
+/// `O_DIRECT` (at `fcntl`, or with `EINVAL` at a write), or the start
 /// position is not aligned, every write is buffered.
 ///
 /// [`OutputWriter::finish`] leaves the file's flags as they were and its
