@@ -196,6 +196,19 @@ fn check_file_name(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An optional whole-file digest from a request field.
+fn optional_sha256(field: Option<&str>) -> Result<Option<Sha256>, ApiError> {
+    field
+        .map(str::parse::<Sha256>)
+        .transpose()
+        .map_err(|e| ApiError::bad(format!("sha256: {e}")))
+}
+
+/// The engine's plan for the `multiParts` of a request.
+fn plans(parts: &[PartInfo]) -> Result<Vec<PartPlan>, ApiError> {
+    parts.iter().map(PartInfo::plan).collect()
+}
+
 fn success(mut v: Value) -> Json<Value> {
     v["code"] = json!(crate::error::koo::OK);
     v["msg"] = json!("success.");
@@ -263,12 +276,7 @@ async fn create(
     if !multipart && req.multi_parts.is_some() {
         return Err(ApiError::bad("multiParts is only for uploadMode \"multipart\"").into());
     }
-    let sha256 = req
-        .sha256
-        .as_deref()
-        .map(|s| s.parse::<Sha256>())
-        .transpose()
-        .map_err(|e| ApiError::bad(format!("sha256: {e}")))?;
+    let sha256 = optional_sha256(req.sha256.as_deref())?;
     let parent = req
         .parent_folder
         .as_ref()
@@ -324,10 +332,7 @@ async fn create(
             hash_ctx: None,
         }]
     };
-    let plan = parts
-        .iter()
-        .map(PartInfo::plan)
-        .collect::<Result<Vec<_>, _>>()?;
+    let plan = plans(&parts)?;
     let spec = FileSpec {
         length: Some(req.length),
         sha256,
@@ -375,11 +380,7 @@ async fn upload_urls(
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: UploadUrlRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
-    let plan = req
-        .multi_parts
-        .iter()
-        .map(PartInfo::plan)
-        .collect::<Result<Vec<_>, _>>()?;
+    let plan = plans(&req.multi_parts)?;
     let (o, i) = (caller.owner.clone(), id.clone());
     state.blocking(move |e| e.plan_parts(&o, &i, &plan)).await?;
     let echoed = req
@@ -407,12 +408,7 @@ async fn complete(
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: CompleteRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
-    let expected = req
-        .sha256
-        .as_deref()
-        .map(|s| s.parse::<Sha256>())
-        .transpose()
-        .map_err(|e| ApiError::bad(format!("sha256: {e}")))?;
+    let expected = optional_sha256(req.sha256.as_deref())?;
     let (o, i) = (caller.owner.clone(), id.clone());
     let (already, v) = state
         .blocking(move |e| {
