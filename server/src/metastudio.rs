@@ -145,10 +145,13 @@ async fn create_file(
     let Path(project_id) = project_id.map_err(crate::path_error)?;
     let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
     let req: CreateFileRequest = parse_json(&bytes)?;
-    check_len("file_name", &req.file_name, 1, 256)?;
-    check_len("file_type", &req.file_type, 1, 64)?;
-    check_len("asset_id", &req.asset_id, 1, 64)?;
-    check_category(&req.asset_file_category, CATEGORIES)?;
+    let labels = asset_labels(
+        &req.file_name,
+        &req.file_type,
+        &req.asset_id,
+        &req.asset_file_category,
+        CATEGORIES,
+    )?;
     if req.file_size == 0 || req.file_size > MAX_FILE_SIZE {
         return Err(ApiError::bad(format!("file_size must be 1 to {MAX_FILE_SIZE}")).into());
     }
@@ -163,12 +166,7 @@ async fn create_file(
         length: Some(req.file_size),
         md5: Some(md5),
         plan: vec![PartPlan::new(1, req.file_size, None, None)?],
-        labels: labels(
-            &req.file_name,
-            &req.file_type,
-            &req.asset_id,
-            &req.asset_file_category,
-        ),
+        labels,
         ..FileSpec::default()
     };
     let o = owner.clone();
@@ -180,13 +178,25 @@ async fn create_file(
     })))
 }
 
-fn labels(name: &str, ty: &str, asset: &str, category: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
+/// Checks the fields every MetaStudio file has and returns them as the
+/// upload's labels.
+fn asset_labels(
+    name: &str,
+    ty: &str,
+    asset: &str,
+    category: &str,
+    allowed: &[&str],
+) -> Result<BTreeMap<String, String>, ApiError> {
+    check_len("file_name", name, 1, 256)?;
+    check_len("file_type", ty, 1, 64)?;
+    check_len("asset_id", asset, 1, 64)?;
+    check_category(category, allowed)?;
+    Ok(BTreeMap::from([
         ("fileName".to_owned(), name.to_owned()),
         ("fileType".to_owned(), ty.to_owned()),
         ("assetId".to_owned(), asset.to_owned()),
         ("assetFileCategory".to_owned(), category.to_owned()),
-    ])
+    ]))
 }
 
 #[derive(Debug, Deserialize)]
@@ -213,10 +223,13 @@ async fn create_large_file(
     let Path(project_id) = project_id.map_err(crate::path_error)?;
     let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
     let req: CreateLargeFileRequest = parse_json(&bytes)?;
-    check_len("file_name", &req.file_name, 1, 256)?;
-    check_len("file_type", &req.file_type, 1, 64)?;
-    check_len("asset_id", &req.asset_id, 1, 64)?;
-    check_category(&req.asset_file_category, LARGE_CATEGORIES)?;
+    let labels = asset_labels(
+        &req.file_name,
+        &req.file_type,
+        &req.asset_id,
+        &req.asset_file_category,
+        LARGE_CATEGORIES,
+    )?;
     let max = MAX_LARGE_FILE_SIZE.min(state.engine.config().limits.max_file_size);
     if let Some(size) = req.file_size
         && (size == 0 || size > max)
@@ -233,12 +246,7 @@ async fn create_large_file(
     }
     let spec = FileSpec {
         length: req.file_size,
-        labels: labels(
-            &req.file_name,
-            &req.file_type,
-            &req.asset_id,
-            &req.asset_file_category,
-        ),
+        labels,
         part_count: Some(count),
         ..FileSpec::default()
     };
