@@ -33,7 +33,7 @@ do_complete=${BENCH_COMPLETE:-1}
 here=$(cd "$(dirname "$0")/.." && pwd)
 
 cargo build --release --quiet --manifest-path "$here/Cargo.toml" -p partseal \
-  --bin partseal --example complete
+  --features cli --bin partseal --example complete
 bin="$here/target/release/partseal"
 complete="$here/target/release/examples/complete"
 

@@ -7,8 +7,8 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use partseal::chain::{LinkInput, LinkValue, compute_link, verify_chain};
-use partseal::{Midstate, Sha256};
+use partseal::Sha256;
+use partseal::hazmat::{LinkInput, LinkValue, Midstate, compute_link, verify_chain};
 
 #[path = "common/mod.rs"]
 mod common;

@@ -9,7 +9,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use partseal::{Config, Engine, FileId, FileSpec, HashCtx, Owner, PartPlan, Sha256};
+use partseal::{Config, Engine, FileId, FileSpec, HashCtx, Owner, PartNumber, PartPlan, Sha256};
 
 #[path = "common/mod.rs"]
 mod common;
@@ -40,12 +40,10 @@ impl Drop for Removed {
 
 fn ingest(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
-    let cfg = Config {
-        // Background hashing of arrived prefixes would run during the next
-        // sample and blur it; it is measured by the merge bench instead.
-        eager_hashing: false,
-        ..Config::default()
-    };
+    let mut cfg = Config::default();
+    // Background hashing of arrived prefixes would run during the next
+    // sample and blur it; it is measured by the merge bench instead.
+    cfg.eager_hashing = false;
     let engine = Engine::open(dir.path().join("store"), cfg).expect("open store");
     let owner = Owner::new("bench").expect("owner");
     let bytes = common::data(PART, 9);
@@ -62,7 +60,13 @@ fn ingest(c: &mut Criterion) {
             },
             |up| {
                 let r = engine
-                    .put_part(&owner, &up.id, 1, &bytes[..], Some(PART as u64))
+                    .put_part(
+                        &owner,
+                        &up.id,
+                        PartNumber::MIN,
+                        &bytes[..],
+                        Some(PART as u64),
+                    )
                     .unwrap();
                 black_box(r);
                 up
@@ -76,12 +80,10 @@ fn ingest(c: &mut Criterion) {
                 let plan = vec![
                     PartPlan::new(1, PART as u64, Some(0), Some(HashCtx::INITIAL)).expect("plan"),
                 ];
-                let spec = FileSpec {
-                    length: Some(PART as u64),
-                    sha256: Some(digest),
-                    plan,
-                    ..FileSpec::default()
-                };
+                let spec = FileSpec::default()
+                    .with_length(PART as u64)
+                    .with_sha256(digest)
+                    .with_plan(plan);
                 Upload {
                     engine: &engine,
                     owner: &owner,
@@ -90,7 +92,13 @@ fn ingest(c: &mut Criterion) {
             },
             |up| {
                 let r = engine
-                    .put_part(&owner, &up.id, 1, &bytes[..], Some(PART as u64))
+                    .put_part(
+                        &owner,
+                        &up.id,
+                        PartNumber::MIN,
+                        &bytes[..],
+                        Some(PART as u64),
+                    )
                     .unwrap();
                 black_box(r);
                 up

@@ -9,8 +9,7 @@ use std::hint::black_box;
 use std::path::PathBuf;
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use partseal::Hasher;
-use partseal::pipeline::{self, PipelineOptions, Segment};
+use partseal::offline;
 
 #[path = "common/mod.rs"]
 mod common;
@@ -34,22 +33,14 @@ fn merge(c: &mut Criterion) {
     let dir = tempfile::tempdir().expect("temp dir");
     let (_, paths) = common::write_parts(dir.path(), TOTAL, PARTS, 64);
     let files = common::open_all(&paths);
-    let segments: Vec<Segment<'_>> = files
-        .iter()
-        .map(|(file, len)| Segment {
-            file,
-            len: *len,
-            hash: true,
-        })
-        .collect();
-    let opts = PipelineOptions::default();
+    let inputs: Vec<(&std::fs::File, u64)> = files.iter().map(|(f, len)| (f, *len)).collect();
 
     let mut g = c.benchmark_group("in_order_64_parts");
     g.throughput(Throughput::Bytes(TOTAL as u64));
     g.bench_function("hash_only", |b| {
         b.iter(|| {
-            let r = pipeline::run(&segments, Hasher::new(), None, None, opts, &|_| {}).unwrap();
-            black_box(r.sha.finalize())
+            let r = offline::merge(&inputs, None, &|_| {}).unwrap();
+            black_box(r.sha256)
         })
     });
     let mut k = 0u64;
@@ -66,18 +57,10 @@ fn merge(c: &mut Criterion) {
                 Out { path, file }
             },
             |out| {
-                let r = pipeline::run(
-                    &segments,
-                    Hasher::new(),
-                    None,
-                    Some(&out.file),
-                    opts,
-                    &|_| {},
-                )
-                .unwrap();
+                let r = offline::merge(&inputs, Some(&out.file), &|_| {}).unwrap();
                 assert_eq!(r.written, TOTAL as u64);
                 out.file.sync_all().unwrap();
-                black_box(r.sha.finalize());
+                black_box(r.sha256);
                 out
             },
             BatchSize::PerIteration,

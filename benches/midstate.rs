@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use partseal::Midstate;
+use partseal::hazmat::Midstate;
 
 #[path = "common/mod.rs"]
 mod common;

@@ -31,12 +31,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use clap::{Parser, ValueEnum};
-use partseal::io::read_window;
-use partseal::midstate::BLOCK;
-use partseal::{Config, Engine, FileSpec, HashCtx, LinkCheck, Midstate, Owner, PartPlan, Sha256};
-
-/// Bytes read per window while computing the plan.
-const WINDOW: u64 = 8 << 20;
+use partseal::hazmat::BLOCK;
+use partseal::{Config, Engine, FileSpec, LinkCheck, Owner, PartNumber, PartPlan, Sha256, offline};
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -88,7 +84,8 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     // Parts of equal size, a multiple of 64 bytes; the last takes the rest.
     let part_size = len.div_ceil(args.parts).next_multiple_of(BLOCK as u64);
-    let (plan, digest) = plan_of(&file, len, part_size)?;
+    let plan = offline::chain_plan(std::io::BufReader::new(&file), part_size, |_| {})?;
+    let (plan, digest) = (plan.parts, plan.sha256);
     let res = upload_and_complete(&args, &store, &plan, len, digest);
     let _ = fs::remove_dir_all(&store);
     println!("{}", res?);
@@ -103,19 +100,15 @@ fn upload_and_complete(
     digest: Sha256,
 ) -> Result<String, Box<dyn std::error::Error>> {
     let chain = args.mode == Mode::Chain;
-    let cfg = Config {
-        // Stream mode measures complete hashing everything itself.
-        eager_hashing: chain,
-        ..Config::default()
-    };
+    let mut cfg = Config::default();
+    // Stream mode measures complete hashing everything itself.
+    cfg.eager_hashing = chain;
     let engine = Engine::open(store, cfg)?;
     let owner = Owner::new("bench")?;
-    let spec = FileSpec {
-        length: Some(len),
-        sha256: Some(digest),
-        plan: if chain { plan.to_vec() } else { Vec::new() },
-        ..FileSpec::default()
-    };
+    let spec = FileSpec::default()
+        .with_length(len)
+        .with_sha256(digest)
+        .with_plan(if chain { plan.to_vec() } else { Vec::new() });
     let id = engine.create(&owner, spec)?;
     let put_start = Instant::now();
     let mut body = File::open(&args.file)?;
@@ -124,7 +117,7 @@ fn upload_and_complete(
         let receipt = engine.put_part(
             &owner,
             &id,
-            u64::from(p.number),
+            PartNumber::new(u64::from(p.number))?,
             (&body).take(p.size),
             Some(p.size),
         )?;
@@ -146,46 +139,4 @@ fn upload_and_complete(
         if chain { "chain" } else { "stream" },
         plan.len()
     ))
-}
-
-/// The plan a KooDrive client sends for `file`: every part with its offset
-/// and the midstate of all bytes before it; and the file's digest.
-fn plan_of(
-    file: &File,
-    len: u64,
-    part_size: u64,
-) -> Result<(Vec<PartPlan>, Sha256), Box<dyn std::error::Error>> {
-    let mut mid = Midstate::new();
-    let mut plan = Vec::new();
-    let mut off = 0u64;
-    let mut tail = Vec::new();
-    while off < len {
-        let n = (len - off).min(WINDOW);
-        let chunk = read_window(file, off, n as usize)?;
-        // Windows and parts both start on block boundaries.
-        let mut p = 0usize;
-        while p < chunk.len() {
-            let at = off + p as u64;
-            if at.is_multiple_of(part_size) {
-                let number = at / part_size + 1;
-                let size = (len - at).min(part_size);
-                let ctx = (number > 1).then(|| mid.ctx());
-                plan.push(PartPlan::new(
-                    number,
-                    size,
-                    Some(at),
-                    ctx.or(Some(HashCtx::INITIAL)),
-                )?);
-            }
-            let to_boundary = (part_size - at % part_size) as usize;
-            let end = (p + to_boundary).min(chunk.len());
-            let rest = mid.fold_prefix(&chunk[p..end]);
-            if !rest.is_empty() {
-                tail = rest.to_vec(); // only at the very end of the file
-            }
-            p = end;
-        }
-        off += n;
-    }
-    Ok((plan, mid.finalize(&tail)))
 }

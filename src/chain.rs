@@ -11,7 +11,7 @@ use std::fs::File;
 
 use rayon::prelude::*;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, LinkEnd, Result};
 use crate::io::read_window;
 use crate::midstate::{HashCtx, Midstate, Sha256};
 
@@ -96,6 +96,7 @@ pub fn verify_chain(links: &[LinkInput<'_>], expected: Option<&Sha256>) -> Resul
                 if *s != links[i + 1].start.ctx() {
                     return Err(Error::LinkMismatch {
                         part: links[i].part,
+                        to: LinkEnd::Part(links[i + 1].part),
                     });
                 }
             }

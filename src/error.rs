@@ -30,6 +30,7 @@ impl std::error::Error for ParseError {}
 
 /// Which algorithm a [`Error::DigestMismatch`] is about.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DigestKind {
     /// Whole-file SHA-256.
     Sha256,
@@ -46,8 +47,32 @@ impl fmt::Display for DigestKind {
     }
 }
 
+/// What a part of a chain upload must lead to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkEnd {
+    /// The declared `hashCtx` of this (the next) part.
+    Part(u32),
+    /// The file's expected SHA-256 (the part is the last one).
+    FileDigest,
+}
+
+fn link_message(part: u32, to: &LinkEnd) -> String {
+    match to {
+        LinkEnd::Part(next) => format!(
+            "part {part} does not lead to part {next}'s declared hashCtx: \
+             part {part}'s bytes or part {next}'s hashCtx is wrong"
+        ),
+        LinkEnd::FileDigest => format!(
+            "part {part}, the last, does not lead to the file's expected SHA-256: \
+             part {part}'s bytes or the expected digest is wrong"
+        ),
+    }
+}
+
 /// Everything the engine can refuse or fail with.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// No upload or committed file with this id.
     #[error("no upload or file with this id")]
@@ -107,15 +132,17 @@ pub enum Error {
         /// How many are missing in all.
         count: usize,
     },
-    /// The SHA-256 chain breaks after this part: its bytes do not lead from
-    /// its `hashCtx` to the next part's `hashCtx` (or, for the last part, to
-    /// the expected digest).
-    #[error(
-        "part {part} does not match its hashCtx chain: its bytes differ from what the client hashed"
-    )]
+    /// The SHA-256 chain breaks after this part: its bytes, folded from its
+    /// own `hashCtx`, do not lead to `to` (the next part's declared
+    /// `hashCtx`, or for the last part the file's digest). Either the part's
+    /// bytes or the value it should lead to is wrong; the engine cannot tell
+    /// which.
+    #[error("{}", link_message(*.part, .to))]
     LinkMismatch {
-        /// The part whose bytes broke the chain.
+        /// The part whose bytes were folded.
         part: u32,
+        /// What they should have led to.
+        to: LinkEnd,
     },
     /// The whole-file digest is not the expected one.
     #[error("{kind} mismatch: expected {expected}, got {actual}")]

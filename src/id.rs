@@ -23,12 +23,7 @@ pub struct FileId(String);
 impl FileId {
     /// A new random id from the operating system's generator.
     pub fn generate() -> Result<FileId, Error> {
-        let mut bytes = [0u8; FILE_ID_LEN / 2];
-        getrandom::fill(&mut bytes).map_err(|e| Error::Io {
-            role: "random source",
-            source: std::io::Error::other(e.to_string()),
-        })?;
-        Ok(FileId(hex::encode(bytes)))
+        crate::io::random_hex(FILE_ID_LEN / 2).map(FileId)
     }
 
     /// The id as text.
@@ -114,6 +109,21 @@ impl FromStr for Owner {
     }
 }
 
+impl serde::Serialize for Owner {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Owner {
+    /// Validates as [`Owner::new`] does: a record cannot smuggle in an id the
+    /// network could not.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Owner, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Owner::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -131,6 +141,11 @@ impl fmt::Debug for Owner {
 pub struct PartNumber(u32);
 
 impl PartNumber {
+    /// Part 1.
+    pub const MIN: PartNumber = PartNumber(1);
+    /// The highest part number, [`MAX_PARTS`].
+    pub const MAX: PartNumber = PartNumber(MAX_PARTS);
+
     /// Validates a part number as given by a client.
     pub fn new(n: u64) -> Result<PartNumber, Error> {
         if n == 0 || n > u64::from(MAX_PARTS) {

@@ -11,36 +11,52 @@
 //! order, pipelined with the merge and, as parts arrive, in the background.
 //!
 //! ```no_run
-//! use partseal::{Config, Engine, FileSpec, Owner};
+//! use partseal::{Config, Engine, FileSpec, Owner, PartNumber};
 //!
 //! # fn main() -> partseal::Result<()> {
 //! let engine = Engine::open("./data", Config::default())?;
 //! let owner = Owner::new("alice")?;
 //! let id = engine.create(&owner, FileSpec::default())?;
-//! engine.put_part(&owner, &id, 1, &b"hello, "[..], None)?;
-//! engine.put_part(&owner, &id, 2, &b"world"[..], None)?;
-//! let verified = engine.verify(&owner, &id, None)?;
-//! println!("{}  {}", verified.sha256, verified.length);
+//! engine.put_part(&owner, &id, PartNumber::new(1)?, &b"hello, "[..], None)?;
+//! engine.put_part(&owner, &id, PartNumber::new(2)?, &b"world"[..], None)?;
+//! let done = engine.complete(&owner, &id, None)?;
+//! println!("{}  {}", done.file.sha256, done.file.length);
 //! # Ok(())
 //! # }
 //! ```
-#![warn(missing_docs)]
+//!
+//! The crate's surface: [`Engine`] and the types it takes and returns,
+//! [`Error`], [`offline`] for work on files the caller holds (what the
+//! `partseal` command runs), and [`hazmat`] for the midstate and chain-link
+//! primitives underneath. Features: `cli` builds the `partseal` command;
+//! `fault-injection` compiles the test seam that makes chosen file
+//! operations fail (never in production builds).
+#![warn(missing_docs, unreachable_pub)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod chain;
-pub mod engine;
-pub mod error;
+mod chain;
+mod engine;
+mod error;
+#[cfg(feature = "fault-injection")]
 pub mod faults;
-pub mod id;
-pub mod io;
-pub mod midstate;
-pub mod pipeline;
+#[cfg(not(feature = "fault-injection"))]
+mod faults;
+pub mod hazmat;
+mod id;
+mod io;
+mod midstate;
+pub mod offline;
+mod pipeline;
 pub mod plan;
-pub mod store;
+mod store;
 
-pub use engine::{Committed, Config, Engine, FileSpec, LinkCheck, PartInfo, PartReceipt, Verified};
-pub use error::{DigestKind, Error, ParseError, Result};
-pub use id::{FileId, Owner, PartNumber};
-pub use midstate::{HashCtx, Hasher, Midstate, Sha256};
+pub use engine::{
+    Committed, Completion, Config, Engine, FileSpec, LinkCheck, MAX_LABEL_LEN, MAX_LABELS,
+    PartInfo, PartReceipt, Verified,
+};
+pub use error::{DigestKind, Error, LinkEnd, ParseError, Result};
+pub use id::{FILE_ID_LEN, FileId, MAX_OWNER_LEN, MAX_PARTS, Owner, PartNumber};
+pub use midstate::{HashCtx, Sha256};
 pub use plan::{Limits, PartPlan};
 
 /// Compiles the examples in README.md so that they stay true.

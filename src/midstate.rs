@@ -57,6 +57,20 @@ impl FromStr for Sha256 {
     }
 }
 
+impl serde::Serialize for Sha256 {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Sha256 {
+    /// Reads the 64 hex digits written by `Serialize`.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Sha256, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 impl fmt::Display for Sha256 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.to_hex())
@@ -120,6 +134,20 @@ impl HashCtx {
             *w = u32::from_be_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]);
         }
         Ok(HashCtx(out))
+    }
+}
+
+impl serde::Serialize for HashCtx {
+    /// The hex form of [`HashCtx::to_hex`].
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for HashCtx {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<HashCtx, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        HashCtx::from_hex(&s).map_err(serde::de::Error::custom)
     }
 }
 

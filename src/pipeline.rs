@@ -30,30 +30,30 @@ use crate::io::{Chunk, OutputWriter, WriteMode, drop_cache, read_window};
 use crate::midstate::Hasher;
 
 /// One input of the pipeline: a whole file, read front to back.
-pub struct Segment<'a> {
+pub(crate) struct Segment<'a> {
     /// The file to read.
-    pub file: &'a File,
+    pub(crate) file: &'a File,
     /// Bytes to read from offset 0.
-    pub len: u64,
+    pub(crate) len: u64,
     /// Whether its bytes go to the hash stages (false for a prefix already
     /// folded into a checkpoint, which only needs copying).
-    pub hash: bool,
+    pub(crate) hash: bool,
 }
 
 /// Tuning of the pipeline.
 #[derive(Clone, Copy, Debug)]
-pub struct PipelineOptions {
+pub(crate) struct PipelineOptions {
     /// Bytes per mapped window.
-    pub window: usize,
+    pub(crate) window: usize,
     /// Windows in flight per channel.
-    pub depth: usize,
+    pub(crate) depth: usize,
     /// How the output is written: [`WriteMode::Direct`] (the default) where
     /// the file system takes it, else buffered.
-    pub write_mode: WriteMode,
+    pub(crate) write_mode: WriteMode,
     /// Drop each input from the page cache once every stage is done with
     /// it (on the reader's thread, off the hasher's core), for inputs that
     /// are deleted next: it halves the cost of unlinking them later.
-    pub drop_behind: bool,
+    pub(crate) drop_behind: bool,
 }
 
 impl Default for PipelineOptions {
@@ -68,13 +68,13 @@ impl Default for PipelineOptions {
 }
 
 /// What the pipeline produced.
-pub struct PipelineResult {
+pub(crate) struct PipelineResult {
     /// The SHA-256 state after all hashed segments.
-    pub sha: Hasher,
+    pub(crate) sha: Hasher,
     /// The MD5 state, when one was passed in.
     pub md5: Option<Md5>,
     /// Bytes written to the output.
-    pub written: u64,
+    pub(crate) written: u64,
 }
 
 type Msg = (Arc<Chunk>, bool);
@@ -82,7 +82,7 @@ type Msg = (Arc<Chunk>, bool);
 /// Runs `segments` in order through the hash stages (continuing `sha` and
 /// `md5`) and, when `out` is given, appends every byte to `out` (from its
 /// current position). `progress` is called with the bytes each window adds.
-pub fn run(
+pub(crate) fn run(
     segments: &[Segment<'_>],
     sha: Hasher,
     md5: Option<Md5>,

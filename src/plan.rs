@@ -16,6 +16,7 @@ use crate::midstate::{BLOCK, HashCtx};
 
 /// Size limits of parts and files.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Limits {
     /// Smallest part but the last (default 5 MiB).
     pub min_part_size: u64,
@@ -23,6 +24,18 @@ pub struct Limits {
     pub max_part_size: u64,
     /// Largest file (default 200 GiB).
     pub max_file_size: u64,
+}
+
+impl Limits {
+    /// Limits with these bounds: the smallest part but the last, the
+    /// largest part, the largest file.
+    pub const fn new(min_part_size: u64, max_part_size: u64, max_file_size: u64) -> Limits {
+        Limits {
+            min_part_size,
+            max_part_size,
+            max_file_size,
+        }
+    }
 }
 
 impl Default for Limits {
@@ -46,7 +59,7 @@ pub struct PartPlan {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// SHA-256 state of all earlier bytes (chain mode; part 1 may omit it).
-    #[serde(default, skip_serializing_if = "Option::is_none", with = "ctx_hex")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ctx: Option<HashCtx>,
 }
 
@@ -78,25 +91,6 @@ impl PartPlan {
         } else {
             self.ctx
         }
-    }
-}
-
-mod ctx_hex {
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    use crate::midstate::HashCtx;
-
-    pub fn serialize<S: Serializer>(v: &Option<HashCtx>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(c) => s.serialize_some(&c.to_hex()),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<HashCtx>, D::Error> {
-        let s: Option<String> = Option::deserialize(d)?;
-        s.map(|s| HashCtx::from_hex(&s).map_err(serde::de::Error::custom))
-            .transpose()
     }
 }
 

@@ -276,7 +276,7 @@ fn ctx_plans_consecutive_parts_with_their_midstates() {
         assert_eq!(p["partNumber"], i + 1);
         assert_eq!(p["partOffset"], i * 192);
         // The state before the part, computed independently of the CLI.
-        let mut mid = partseal::Midstate::new();
+        let mut mid = partseal::hazmat::Midstate::new();
         mid.fold(&data[..i * 192]);
         let want = serde_json::to_value(mid.ctx().to_ints()).unwrap();
         assert_eq!(p["hashCtx"], want, "part {}", i + 1);
@@ -366,7 +366,7 @@ fn corrupted_part_exits_1_naming_that_part() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
-        err.contains("part 3 does not match its hashCtx"),
+        err.contains("part 3 does not lead to part 4's declared hashCtx"),
         "stderr: {err}"
     );
     assert!(o.stdout.is_empty());

@@ -74,14 +74,11 @@ fn crash_child() {
         };
         let bytes = p.bytes();
         let parts = split(&bytes, PART, false);
-        let spec = FileSpec {
-            plan: if p.chain {
-                chain_plan(&parts)
-            } else {
-                Vec::new()
-            },
-            ..FileSpec::default()
-        };
+        let spec = FileSpec::default().with_plan(if p.chain {
+            chain_plan(&parts)
+        } else {
+            Vec::new()
+        });
         let id = engine.create(&owner(), spec).unwrap();
         writeln!(journal, "create {id} {} {} {}", p.chain, p.seed, p.parts).unwrap();
         // Send the parts in a scrambled order, some twice (a replacement).
@@ -94,7 +91,7 @@ fn crash_child() {
         }
         for i in order {
             let r = engine
-                .put_part(&owner(), &id, i as u64 + 1, parts[i], None)
+                .put_part(&owner(), &id, pn(i as u64 + 1), parts[i], None)
                 .unwrap();
             writeln!(journal, "part {id} {} {}", i + 1, r.sha256).unwrap();
         }
@@ -214,7 +211,7 @@ fn check_store(dir: &Path) -> usize {
                     .parts(&owner(), &id)
                     .unwrap()
                     .into_iter()
-                    .map(|p| (p.number, p.sha256.to_hex()))
+                    .map(|p| (p.number.get(), p.sha256.to_hex()))
                     .collect();
                 for ((pid, n), sha_hex) in &j.parts {
                     if pid == id_text {
@@ -225,7 +222,9 @@ fn check_store(dir: &Path) -> usize {
                 for (i, p) in parts.iter().enumerate() {
                     let n = i as u32 + 1;
                     if !listed.contains_key(&n) {
-                        engine.put_part(&owner(), &id, n as u64, *p, None).unwrap();
+                        engine
+                            .put_part(&owner(), &id, pn(n as u64), *p, None)
+                            .unwrap();
                     }
                 }
                 let v = engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();

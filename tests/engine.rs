@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 
 use common::*;
-use partseal::{Error, FileSpec, LinkCheck, Owner, PartPlan};
+use partseal::{Error, FileSpec, LinkCheck, Owner, PartNumber, PartPlan};
 
 fn owner() -> Owner {
     Owner::new("alice").unwrap()
@@ -25,7 +25,7 @@ fn stream_round_trip(len: usize, part: usize) {
     // Out of order: last first.
     for (i, p) in parts.iter().enumerate().rev() {
         let r = engine
-            .put_part(&owner(), &id, i as u64 + 1, *p, Some(p.len() as u64))
+            .put_part(&owner(), &id, pn(i as u64 + 1), *p, Some(p.len() as u64))
             .unwrap();
         assert_eq!(r.sha256, sha(p));
         assert_eq!(r.link, LinkCheck::NotApplicable);
@@ -51,15 +51,11 @@ fn chain_round_trip(len: usize, part: usize, empty_last: bool) {
     let bytes = data(len, 7 + len as u64);
     let parts = split(&bytes, part, empty_last);
     let plan = chain_plan(&parts);
-    let spec = FileSpec {
-        length: Some(len as u64),
-        plan,
-        ..FileSpec::default()
-    };
+    let spec = FileSpec::default().with_length(len as u64).with_plan(plan);
     let id = engine.create(&owner(), spec).unwrap();
     for (i, p) in parts.iter().enumerate().rev() {
         let r = engine
-            .put_part(&owner(), &id, i as u64 + 1, *p, Some(p.len() as u64))
+            .put_part(&owner(), &id, pn(i as u64 + 1), *p, Some(p.len() as u64))
             .unwrap();
         let last = i + 1 == parts.len();
         // The last part's link needs the file digest, which was not declared.
@@ -98,20 +94,20 @@ fn declared_digest_checks_the_last_link_on_arrival() {
     let engine = open(dir.path());
     let bytes = data(3000, 1);
     let parts = split(&bytes, 1024, false);
-    let spec = FileSpec {
-        length: Some(3000),
-        sha256: Some(sha(&bytes)),
-        plan: chain_plan(&parts),
-        ..FileSpec::default()
-    };
+    let spec = FileSpec::default()
+        .with_length(3000)
+        .with_sha256(sha(&bytes))
+        .with_plan(chain_plan(&parts));
     let id = engine.create(&owner(), spec).unwrap();
     let mut bad = parts[2].to_vec();
     bad[0] ^= 1;
-    match engine.put_part(&owner(), &id, 3, &bad[..], None) {
-        Err(Error::LinkMismatch { part: 3 }) => {}
+    match engine.put_part(&owner(), &id, pn(3), &bad[..], None) {
+        Err(Error::LinkMismatch { part: 3, .. }) => {}
         other => panic!("expected link mismatch of part 3, got {other:?}"),
     }
-    let r = engine.put_part(&owner(), &id, 3, parts[2], None).unwrap();
+    let r = engine
+        .put_part(&owner(), &id, pn(3), parts[2], None)
+        .unwrap();
     assert_eq!(r.link, LinkCheck::Holds);
 }
 
@@ -122,24 +118,18 @@ fn corrupt_part_is_named_and_not_kept() {
     let bytes = data(5 * 1024, 2);
     let parts = split(&bytes, 1024, false);
     let id = engine
-        .create(
-            &owner(),
-            FileSpec {
-                plan: chain_plan(&parts),
-                ..FileSpec::default()
-            },
-        )
+        .create(&owner(), FileSpec::default().with_plan(chain_plan(&parts)))
         .unwrap();
     let mut bad = parts[2].to_vec();
     bad[500] ^= 0x40;
-    match engine.put_part(&owner(), &id, 3, &bad[..], None) {
-        Err(Error::LinkMismatch { part: 3 }) => {}
+    match engine.put_part(&owner(), &id, pn(3), &bad[..], None) {
+        Err(Error::LinkMismatch { part: 3, .. }) => {}
         other => panic!("expected link mismatch of part 3, got {other:?}"),
     }
     assert!(engine.parts(&owner(), &id).unwrap().is_empty());
     for (i, p) in parts.iter().enumerate() {
         engine
-            .put_part(&owner(), &id, i as u64 + 1, *p, None)
+            .put_part(&owner(), &id, pn(i as u64 + 1), *p, None)
             .unwrap();
     }
     engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
@@ -158,18 +148,28 @@ fn link_unchecked_on_arrival_is_named_at_verify() {
     engine.plan_parts(&owner(), &id, &plan[..2]).unwrap();
     let mut bad = parts[1].to_vec();
     bad[10] ^= 1;
-    engine.put_part(&owner(), &id, 1, parts[0], None).unwrap();
-    let r = engine.put_part(&owner(), &id, 2, &bad[..], None).unwrap();
+    engine
+        .put_part(&owner(), &id, pn(1), parts[0], None)
+        .unwrap();
+    let r = engine
+        .put_part(&owner(), &id, pn(2), &bad[..], None)
+        .unwrap();
     assert_eq!(r.link, LinkCheck::Pending);
     engine.plan_parts(&owner(), &id, &plan[2..]).unwrap();
-    engine.put_part(&owner(), &id, 3, parts[2], None).unwrap();
-    engine.put_part(&owner(), &id, 4, parts[3], None).unwrap();
+    engine
+        .put_part(&owner(), &id, pn(3), parts[2], None)
+        .unwrap();
+    engine
+        .put_part(&owner(), &id, pn(4), parts[3], None)
+        .unwrap();
     match engine.verify(&owner(), &id, None) {
-        Err(Error::LinkMismatch { part: 2 }) => {}
+        Err(Error::LinkMismatch { part: 2, .. }) => {}
         other => panic!("expected link mismatch of part 2, got {other:?}"),
     }
     // Replace the bad part (staged, then moved into place) and complete.
-    let r = engine.put_part(&owner(), &id, 2, parts[1], None).unwrap();
+    let r = engine
+        .put_part(&owner(), &id, pn(2), parts[1], None)
+        .unwrap();
     assert_eq!(r.link, LinkCheck::Holds);
     let v = engine.verify(&owner(), &id, None).unwrap();
     assert_eq!(v.sha256, sha(&bytes));
@@ -183,27 +183,23 @@ fn rejected_replacement_leaves_the_acknowledged_part_intact() {
     let bytes = data(3 * 1024, 4);
     let parts = split(&bytes, 1024, false);
     let id = engine
-        .create(
-            &owner(),
-            FileSpec {
-                plan: chain_plan(&parts),
-                ..FileSpec::default()
-            },
-        )
+        .create(&owner(), FileSpec::default().with_plan(chain_plan(&parts)))
         .unwrap();
     for (i, p) in parts.iter().enumerate() {
         engine
-            .put_part(&owner(), &id, i as u64 + 1, *p, None)
+            .put_part(&owner(), &id, pn(i as u64 + 1), *p, None)
             .unwrap();
     }
     let mut bad = parts[0].to_vec();
     bad[0] ^= 1;
     assert!(matches!(
-        engine.put_part(&owner(), &id, 1, &bad[..], None),
-        Err(Error::LinkMismatch { part: 1 })
+        engine.put_part(&owner(), &id, pn(1), &bad[..], None),
+        Err(Error::LinkMismatch { part: 1, .. })
     ));
     // A good replacement goes through the staged path.
-    engine.put_part(&owner(), &id, 2, parts[1], None).unwrap();
+    engine
+        .put_part(&owner(), &id, pn(2), parts[1], None)
+        .unwrap();
     let v = engine.verify(&owner(), &id, None).unwrap();
     assert_eq!(v.sha256, sha(&bytes));
     assert_eq!(read_committed(&engine, &id), bytes);
@@ -217,14 +213,14 @@ fn replaced_stream_part_wins_even_after_eager_hashing() {
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     for (i, p) in bytes.chunks(4096).enumerate() {
         engine
-            .put_part(&owner(), &id, i as u64 + 1, p, None)
+            .put_part(&owner(), &id, pn(i as u64 + 1), p, None)
             .unwrap();
     }
     // Give the background hasher time to fold the prefix in.
     thread::sleep(std::time::Duration::from_millis(200));
     bytes[4096 + 17] ^= 0xff;
     engine
-        .put_part(&owner(), &id, 2, &bytes[4096..8192], None)
+        .put_part(&owner(), &id, pn(2), &bytes[4096..8192], None)
         .unwrap();
     let v = engine.verify(&owner(), &id, None).unwrap();
     assert_eq!(v.sha256, sha(&bytes));
@@ -239,14 +235,11 @@ fn concurrent_part_uploads_in_both_modes() {
         let bytes = Arc::new(data(64 * 1024, 6));
         let parts: Vec<Vec<u8>> = bytes.chunks(1024).map(<[u8]>::to_vec).collect();
         let slices: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
-        let spec = FileSpec {
-            plan: if chain {
-                chain_plan(&slices)
-            } else {
-                Vec::new()
-            },
-            ..FileSpec::default()
-        };
+        let spec = FileSpec::default().with_plan(if chain {
+            chain_plan(&slices)
+        } else {
+            Vec::new()
+        });
         let id = engine.create(&owner(), spec).unwrap();
         let parts = Arc::new(parts);
         let handles: Vec<_> = (0..8)
@@ -255,7 +248,7 @@ fn concurrent_part_uploads_in_both_modes() {
                 thread::spawn(move || {
                     for i in (t..parts.len()).step_by(8) {
                         engine
-                            .put_part(&owner(), &id, i as u64 + 1, &parts[i][..], None)
+                            .put_part(&owner(), &id, pn(i as u64 + 1), &parts[i][..], None)
                             .unwrap();
                     }
                 })
@@ -279,7 +272,7 @@ fn wrong_expected_digest_leaves_upload_completable() {
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     for (i, p) in bytes.chunks(3000).enumerate() {
         engine
-            .put_part(&owner(), &id, i as u64 + 1, p, None)
+            .put_part(&owner(), &id, pn(i as u64 + 1), p, None)
             .unwrap();
     }
     let wrong = sha(b"something else");
@@ -306,7 +299,7 @@ fn repeated_and_concurrent_verify_return_the_same_result() {
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     for (i, p) in bytes.chunks(50_000).enumerate() {
         engine
-            .put_part(&owner(), &id, i as u64 + 1, p, None)
+            .put_part(&owner(), &id, pn(i as u64 + 1), p, None)
             .unwrap();
     }
     let handles: Vec<_> = (0..4)
@@ -326,7 +319,7 @@ fn repeated_and_concurrent_verify_return_the_same_result() {
     ));
     // Parts can no longer be sent.
     assert!(matches!(
-        engine.put_part(&owner(), &id, 1, &b"x"[..], None),
+        engine.put_part(&owner(), &id, pn(1), &b"x"[..], None),
         Err(Error::Conflict(_))
     ));
 }
@@ -338,7 +331,7 @@ fn missing_parts_are_listed() {
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     for n in [1u64, 3, 6] {
         engine
-            .put_part(&owner(), &id, n, &data(100, n)[..], None)
+            .put_part(&owner(), &id, pn(n), &data(100, n)[..], None)
             .unwrap();
     }
     match engine.verify(&owner(), &id, None) {
@@ -367,19 +360,17 @@ fn md5_is_computed_in_the_same_pass_and_checked() {
             let parts = split(&bytes, 64 * 1000, false);
             let mut wrong = want;
             wrong[0] ^= 1;
-            let spec = FileSpec {
-                md5: Some(if good { want } else { wrong }),
-                plan: if chain {
+            let spec = FileSpec::default()
+                .with_md5(if good { want } else { wrong })
+                .with_plan(if chain {
                     chain_plan(&parts)
                 } else {
                     Vec::new()
-                },
-                ..FileSpec::default()
-            };
+                });
             let id = engine.create(&owner(), spec).unwrap();
             for (i, p) in parts.iter().enumerate() {
                 engine
-                    .put_part(&owner(), &id, i as u64 + 1, *p, None)
+                    .put_part(&owner(), &id, pn(i as u64 + 1), *p, None)
                     .unwrap();
             }
             match engine.verify(&owner(), &id, None) {
@@ -404,13 +395,13 @@ fn abort_removes_everything() {
     let engine = open(dir.path());
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     engine
-        .put_part(&owner(), &id, 1, &data(5000, 1)[..], None)
+        .put_part(&owner(), &id, pn(1), &data(5000, 1)[..], None)
         .unwrap();
     engine.abort(&owner(), &id).unwrap();
     assert!(!dir.path().join("uploads").join(id.as_str()).exists());
     assert!(matches!(engine.parts(&owner(), &id), Err(Error::NotFound)));
     assert!(matches!(
-        engine.put_part(&owner(), &id, 1, &b"x"[..], None),
+        engine.put_part(&owner(), &id, pn(1), &b"x"[..], None),
         Err(Error::NotFound)
     ));
     assert!(matches!(
@@ -430,10 +421,10 @@ fn another_owner_cannot_touch_an_upload() {
     let mallory = Owner::new("mallory").unwrap();
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     engine
-        .put_part(&owner(), &id, 1, &b"mine"[..], None)
+        .put_part(&owner(), &id, pn(1), &b"mine"[..], None)
         .unwrap();
     assert!(matches!(
-        engine.put_part(&mallory, &id, 1, &b"theirs"[..], None),
+        engine.put_part(&mallory, &id, pn(1), &b"theirs"[..], None),
         Err(Error::NotOwner)
     ));
     assert!(matches!(engine.parts(&mallory, &id), Err(Error::NotOwner)));
@@ -456,36 +447,30 @@ fn bad_bodies_are_refused_and_not_kept() {
     let bytes = data(2048, 11);
     let parts = split(&bytes, 1024, false);
     let id = engine
-        .create(
-            &owner(),
-            FileSpec {
-                plan: chain_plan(&parts),
-                ..FileSpec::default()
-            },
-        )
+        .create(&owner(), FileSpec::default().with_plan(chain_plan(&parts)))
         .unwrap();
     // Truncated: fewer bytes than planned.
     assert!(matches!(
-        engine.put_part(&owner(), &id, 1, &parts[0][..500], None),
+        engine.put_part(&owner(), &id, pn(1), &parts[0][..500], None),
         Err(Error::PartTooSmall { part: 1, .. })
     ));
     // Longer than planned.
     let long = data(1500, 12);
     assert!(matches!(
-        engine.put_part(&owner(), &id, 1, &long[..], None),
+        engine.put_part(&owner(), &id, pn(1), &long[..], None),
         Err(Error::PartTooLarge { part: 1, .. })
     ));
     // Not planned.
     assert!(matches!(
-        engine.put_part(&owner(), &id, 3, parts[0], None),
+        engine.put_part(&owner(), &id, pn(3), parts[0], None),
         Err(Error::PartOutOfRange { part: 3, .. })
     ));
     assert!(matches!(
-        engine.put_part(&owner(), &id, 0, parts[0], None),
+        PartNumber::new(0),
         Err(Error::PartOutOfRange { .. })
     ));
     assert!(matches!(
-        engine.put_part(&owner(), &id, 10_001, parts[0], None),
+        PartNumber::new(10_001),
         Err(Error::PartOutOfRange { .. })
     ));
     assert!(engine.parts(&owner(), &id).unwrap().is_empty());
@@ -493,7 +478,7 @@ fn bad_bodies_are_refused_and_not_kept() {
     // Stream mode: a body shorter than its Content-Length is not kept.
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     assert!(matches!(
-        engine.put_part(&owner(), &id, 1, &bytes[..100], Some(200)),
+        engine.put_part(&owner(), &id, pn(1), &bytes[..100], Some(200)),
         Err(Error::PartTooSmall {
             part: 1,
             len: 100,
@@ -513,10 +498,10 @@ fn small_middle_part_and_length_mismatch_fail_verify() {
     let engine = partseal::Engine::open(dir.path(), cfg).unwrap();
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     engine
-        .put_part(&owner(), &id, 1, &data(500, 1)[..], None)
+        .put_part(&owner(), &id, pn(1), &data(500, 1)[..], None)
         .unwrap();
     engine
-        .put_part(&owner(), &id, 2, &data(500, 2)[..], None)
+        .put_part(&owner(), &id, pn(2), &data(500, 2)[..], None)
         .unwrap();
     assert!(matches!(
         engine.verify(&owner(), &id, None),
@@ -527,16 +512,10 @@ fn small_middle_part_and_length_mismatch_fail_verify() {
         })
     ));
     let id = engine
-        .create(
-            &owner(),
-            FileSpec {
-                length: Some(2000),
-                ..FileSpec::default()
-            },
-        )
+        .create(&owner(), FileSpec::default().with_length(2000))
         .unwrap();
     engine
-        .put_part(&owner(), &id, 1, &data(1500, 1)[..], None)
+        .put_part(&owner(), &id, pn(1), &data(1500, 1)[..], None)
         .unwrap();
     assert!(matches!(
         engine.verify(&owner(), &id, None),
@@ -553,15 +532,11 @@ fn digest_given_at_verify_must_agree_with_the_declared_one() {
     let engine = open(dir.path());
     let bytes = data(1000, 13);
     let id = engine
-        .create(
-            &owner(),
-            FileSpec {
-                sha256: Some(sha(&bytes)),
-                ..FileSpec::default()
-            },
-        )
+        .create(&owner(), FileSpec::default().with_sha256(sha(&bytes)))
         .unwrap();
-    engine.put_part(&owner(), &id, 1, &bytes[..], None).unwrap();
+    engine
+        .put_part(&owner(), &id, pn(1), &bytes[..], None)
+        .unwrap();
     assert!(matches!(
         engine.verify(&owner(), &id, Some(sha(b"other"))),
         Err(Error::ConflictingExpected { .. })
@@ -575,7 +550,7 @@ fn plans_of_both_kinds_cannot_be_mixed() {
     let engine = open(dir.path());
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     engine
-        .put_part(&owner(), &id, 1, &data(100, 1)[..], None)
+        .put_part(&owner(), &id, pn(1), &data(100, 1)[..], None)
         .unwrap();
     let plan = vec![PartPlan::new(2, 64, Some(64), Some(initial())).unwrap()];
     assert!(matches!(
@@ -590,7 +565,7 @@ fn body_longer_than_announced_is_refused() {
     let engine = open(dir.path());
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
     assert!(matches!(
-        engine.put_part(&owner(), &id, 1, &data(300, 1)[..], Some(200)),
+        engine.put_part(&owner(), &id, pn(1), &data(300, 1)[..], Some(200)),
         Err(Error::PartTooLarge { part: 1, max: 200 })
     ));
     assert!(engine.parts(&owner(), &id).unwrap().is_empty());
@@ -603,7 +578,9 @@ fn flash_upload_shares_a_committed_file_of_the_same_owner() {
     let source = {
         let engine = open(dir.path());
         let id = engine.create(&owner(), FileSpec::default()).unwrap();
-        engine.put_part(&owner(), &id, 1, &bytes[..], None).unwrap();
+        engine
+            .put_part(&owner(), &id, pn(1), &bytes[..], None)
+            .unwrap();
         engine.verify(&owner(), &id, None).unwrap();
         id
     };

@@ -57,15 +57,11 @@ struct Outcome {
 fn scenario(engine: &Engine, chain: bool, seed: u64) -> (Option<Outcome>, Option<Error>) {
     let bytes = data(5 * 4096 - 100, seed);
     let parts = split(&bytes, 4096, false);
-    let spec = FileSpec {
-        plan: if chain {
-            chain_plan(&parts)
-        } else {
-            Vec::new()
-        },
-        md5: None,
-        ..FileSpec::default()
-    };
+    let spec = FileSpec::default().with_plan(if chain {
+        chain_plan(&parts)
+    } else {
+        Vec::new()
+    });
     let id = match engine.create(&owner(), spec) {
         Ok(id) => id,
         Err(e) => return (None, Some(e)),
@@ -77,7 +73,7 @@ fn scenario(engine: &Engine, chain: bool, seed: u64) -> (Option<Outcome>, Option
         committed: false,
     };
     for (i, p) in parts.iter().enumerate() {
-        match engine.put_part(&owner(), &id, i as u64 + 1, *p, None) {
+        match engine.put_part(&owner(), &id, pn(i as u64 + 1), *p, None) {
             Ok(r) => {
                 out.acked.insert(i as u32 + 1, r.sha256);
             }
@@ -109,7 +105,7 @@ fn check_and_finish(engine: &Engine, out: &Outcome) {
         .parts(&owner(), &out.id)
         .unwrap()
         .into_iter()
-        .map(|p| (p.number, p.sha256))
+        .map(|p| (p.number.get(), p.sha256))
         .collect();
     for (n, sha) in &out.acked {
         assert_eq!(listed.get(n), Some(sha), "acknowledged part {n} lost");
@@ -117,7 +113,7 @@ fn check_and_finish(engine: &Engine, out: &Outcome) {
     for (i, p) in parts.iter().enumerate() {
         if !listed.contains_key(&(i as u32 + 1)) {
             engine
-                .put_part(&owner(), &out.id, i as u64 + 1, *p, None)
+                .put_part(&owner(), &out.id, pn(i as u64 + 1), *p, None)
                 .unwrap();
         }
     }
@@ -242,7 +238,9 @@ fn faults_after_the_commit_point_still_complete_on_retry() {
     let engine = Engine::open(dir.path(), cfg).unwrap();
     let bytes = data(10_000, 1);
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
-    engine.put_part(&owner(), &id, 1, &bytes[..], None).unwrap();
+    engine
+        .put_part(&owner(), &id, pn(1), &bytes[..], None)
+        .unwrap();
     armed.store(true, Ordering::SeqCst);
     assert!(engine.verify(&owner(), &id, None).is_err());
     armed.store(false, Ordering::SeqCst);

@@ -2,8 +2,8 @@
 
 use std::collections::HashSet;
 
-use partseal::id::{FILE_ID_LEN, MAX_OWNER_LEN, MAX_PARTS};
 use partseal::{Error, FileId, Owner, PartNumber};
+use partseal::{FILE_ID_LEN, MAX_OWNER_LEN, MAX_PARTS};
 use proptest::prelude::*;
 
 fn is_lower_hex(s: &str) -> bool {

@@ -1,8 +1,9 @@
 //! Tests of the SHA-256 midstate layer: known vectors, padding edge lengths,
 //! piecewise folding, resuming, and the hex / integer forms of contexts.
 
-use partseal::midstate::{BLOCK, INITIAL_WORDS};
-use partseal::{HashCtx, Hasher, Midstate, Sha256};
+use partseal::hazmat::{BLOCK, INITIAL_WORDS};
+use partseal::hazmat::{Hasher, Midstate};
+use partseal::{HashCtx, Sha256};
 use proptest::prelude::*;
 
 /// The reference digest, straight from `sha2`.

@@ -4,16 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use partseal::midstate::BLOCK;
+use partseal::hazmat::{BLOCK, Midstate};
 use partseal::plan::merge;
-use partseal::{Error, HashCtx, Limits, Midstate, PartPlan};
+use partseal::{Error, HashCtx, Limits, PartPlan};
 use proptest::prelude::*;
 
-const LIMITS: Limits = Limits {
-    min_part_size: 64,
-    max_part_size: 1 << 20,
-    max_file_size: 1 << 24,
-};
+const LIMITS: Limits = Limits::new(64, 1 << 20, 1 << 24);
 
 type Plan = BTreeMap<u32, PartPlan>;
 

@@ -26,7 +26,7 @@ fn leftover_temp_files_and_half_written_parts_are_removed() {
         let id = engine.create(&owner(), FileSpec::default()).unwrap();
         for (i, p) in bytes.chunks(10_000).enumerate().take(2) {
             engine
-                .put_part(&owner(), &id, i as u64 + 1, p, None)
+                .put_part(&owner(), &id, pn(i as u64 + 1), p, None)
                 .unwrap();
         }
         id
@@ -53,7 +53,7 @@ fn leftover_temp_files_and_half_written_parts_are_removed() {
     assert_eq!(parts[1].sha256, sha(&bytes[10_000..20_000]));
     // The upload continues where it was.
     engine
-        .put_part(&owner(), &id, 3, &bytes[20_000..], None)
+        .put_part(&owner(), &id, pn(3), &bytes[20_000..], None)
         .unwrap();
     let v = engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
     assert_eq!(v.length, 30_000);
@@ -73,7 +73,7 @@ fn crash_between_commit_and_cleanup_keeps_the_committed_file() {
         let id = engine.create(&owner(), FileSpec::default()).unwrap();
         for (i, p) in bytes.chunks(20_000).enumerate() {
             engine
-                .put_part(&owner(), &id, i as u64 + 1, p, None)
+                .put_part(&owner(), &id, pn(i as u64 + 1), p, None)
                 .unwrap();
         }
         let up = dir.path().join("uploads").join(id.as_str());
@@ -101,7 +101,7 @@ fn crash_before_commit_rename_leaves_the_upload_open() {
         let id = engine.create(&owner(), FileSpec::default()).unwrap();
         for (i, p) in bytes.chunks(20_000).enumerate() {
             engine
-                .put_part(&owner(), &id, i as u64 + 1, p, None)
+                .put_part(&owner(), &id, pn(i as u64 + 1), p, None)
                 .unwrap();
         }
         id
@@ -125,17 +125,11 @@ fn interrupted_chain_replacement_is_finished_at_open() {
     let id = {
         let engine = open(dir.path());
         let id = engine
-            .create(
-                &owner(),
-                FileSpec {
-                    plan: chain_plan(&parts),
-                    ..FileSpec::default()
-                },
-            )
+            .create(&owner(), FileSpec::default().with_plan(chain_plan(&parts)))
             .unwrap();
         for (i, p) in parts.iter().enumerate() {
             engine
-                .put_part(&owner(), &id, i as u64 + 1, *p, None)
+                .put_part(&owner(), &id, pn(i as u64 + 1), *p, None)
                 .unwrap();
         }
         id
@@ -171,15 +165,11 @@ fn half_written_chain_part_is_not_acknowledged() {
     let id = {
         let engine = open(dir.path());
         let id = engine
-            .create(
-                &owner(),
-                FileSpec {
-                    plan: chain_plan(&parts),
-                    ..FileSpec::default()
-                },
-            )
+            .create(&owner(), FileSpec::default().with_plan(chain_plan(&parts)))
             .unwrap();
-        engine.put_part(&owner(), &id, 1, parts[0], None).unwrap();
+        engine
+            .put_part(&owner(), &id, pn(1), parts[0], None)
+            .unwrap();
         id
     };
     // Part 2 was being written at its offset when the process died.
@@ -195,8 +185,12 @@ fn half_written_chain_part_is_not_acknowledged() {
         engine.verify(&owner(), &id, None),
         Err(Error::MissingParts { .. })
     ));
-    engine.put_part(&owner(), &id, 2, parts[1], None).unwrap();
-    engine.put_part(&owner(), &id, 3, parts[2], None).unwrap();
+    engine
+        .put_part(&owner(), &id, pn(2), parts[1], None)
+        .unwrap();
+    engine
+        .put_part(&owner(), &id, pn(3), parts[2], None)
+        .unwrap();
     engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
     assert_eq!(
         fs::read(engine.get(&owner(), &id).unwrap().path).unwrap(),

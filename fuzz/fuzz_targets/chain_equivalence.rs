@@ -25,8 +25,9 @@ use std::sync::Mutex;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use partseal::chain::{LinkInput, LinkValue, compute_link, verify_chain};
-use partseal::{DigestKind, Error, HashCtx, Hasher, Midstate, Sha256};
+use partseal::hazmat::{LinkInput, LinkValue, compute_link, verify_chain};
+use partseal::hazmat::{Hasher, Midstate};
+use partseal::{DigestKind, Error, HashCtx, Sha256};
 
 const BLOCK: usize = 64;
 const MAX_LEN: usize = 64 << 10;

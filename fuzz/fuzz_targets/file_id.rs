@@ -15,7 +15,7 @@
 use std::str::FromStr;
 
 use libfuzzer_sys::fuzz_target;
-use partseal::id::{FILE_ID_LEN, MAX_OWNER_LEN, MAX_PARTS};
+use partseal::{FILE_ID_LEN, MAX_OWNER_LEN, MAX_PARTS};
 use partseal::{Error, FileId, Owner, PartNumber};
 
 /// What every accepted id must be to be safe as one path component.

@@ -19,7 +19,7 @@
 //! A progress bar is drawn on stderr when stderr is a terminal and the work
 //! lasts more than about a second.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,11 +29,8 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use partseal::chain::{LinkInput, verify_chain};
-use partseal::io::{random_suffix, read_window};
-use partseal::midstate::BLOCK;
-use partseal::pipeline::{self, PipelineOptions, Segment};
-use partseal::{Error, HashCtx, Hasher, Midstate, Sha256};
+use partseal::hazmat::{BLOCK, LinkInput, Midstate, verify_chain};
+use partseal::{Error, HashCtx, Sha256, offline};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -41,8 +38,6 @@ use serde_json::Value;
 const EXIT_MISMATCH: u8 = 1;
 /// Exit status for bad input and every other failure.
 const EXIT_BAD_INPUT: u8 = 2;
-/// Bytes read per window by `ctx`.
-const CTX_WINDOW: u64 = 8 << 20;
 /// How long work runs before a progress bar appears.
 const PROGRESS_DELAY: Duration = Duration::from_secs(1);
 
@@ -255,66 +250,27 @@ fn verify_plan(
 fn ctx(path: &Path, part_size: u64) -> Result<(), Fail> {
     let (file, len) = open_input(path, "file")?;
     let bar = bytes_bar(len);
-    let (digest, starts) =
-        with_progress(&bar, || midstates(&file, len, part_size, &|n| bar.inc(n)))?;
-    let parts = starts
+    let plan = with_progress(&bar, || {
+        offline::chain_plan(std::io::BufReader::new(&file), part_size, |n| bar.inc(n))
+    })?;
+    let parts = plan
+        .parts
         .iter()
-        .enumerate()
-        .map(|(i, c)| {
-            let offset = i as u64 * part_size;
-            PlanPartOut {
-                part_number: i as u64 + 1,
-                part_offset: offset,
-                part_size: (len - offset).min(part_size),
-                hash_ctx: c.to_ints(),
-            }
+        .map(|p| PlanPartOut {
+            part_number: u64::from(p.number),
+            part_offset: p.offset.unwrap_or(0),
+            part_size: p.size,
+            hash_ctx: p.start_ctx().unwrap_or(HashCtx::INITIAL).to_ints(),
         })
         .collect();
     let plan = PlanOut {
-        sha256: digest.to_hex(),
-        length: len,
+        sha256: plan.sha256.to_hex(),
+        length: plan.length,
         parts,
     };
     let json = serde_json::to_string(&plan)
         .map_err(|e| Fail::input(format!("cannot encode the plan: {e}")))?;
     write_stdout(&json)
-}
-
-/// Folds `file` and records the state before every `part_size`-byte part.
-/// Returns the file's digest and the starting context of each part (at
-/// least one: an empty file is one empty part).
-fn midstates(
-    file: &File,
-    len: u64,
-    part_size: u64,
-    progress: &dyn Fn(u64),
-) -> Result<(Sha256, Vec<HashCtx>), Error> {
-    let mut mid = Midstate::new();
-    let mut starts = vec![HashCtx::INITIAL];
-    let mut off = 0u64;
-    loop {
-        let n = (len - off).min(CTX_WINDOW);
-        let chunk = read_window(file, off, n as usize).map_err(Error::io("input file"))?;
-        let last = off + n == len;
-        // Windows start on block boundaries; only the last one has a tail.
-        let whole = if last { n - n % BLOCK as u64 } else { n } as usize;
-        let mut p = 0usize;
-        while p < whole {
-            let to_boundary = part_size - (off + p as u64) % part_size;
-            let end = (p as u64 + to_boundary).min(whole as u64) as usize;
-            mid.fold(&chunk[p..end]);
-            p = end;
-            let at = off + p as u64;
-            if at.is_multiple_of(part_size) && at < len {
-                starts.push(mid.ctx());
-            }
-        }
-        progress(n);
-        off += n;
-        if last {
-            return Ok((mid.finalize(&chunk[whole..]), starts));
-        }
-    }
 }
 
 #[derive(Serialize)]
@@ -462,24 +418,10 @@ fn load_plan(path: &Path) -> Result<Plan, Fail> {
 /// Hashes `inputs` in order, writing them to `out` when given; returns the
 /// digest.
 fn merge(inputs: &[(File, u64)], out: Option<&TempOut>, total: u64) -> Result<Sha256, Fail> {
-    let segments = inputs
-        .iter()
-        .map(|(file, len)| Segment {
-            file,
-            len: *len,
-            hash: true,
-        })
-        .collect::<Vec<_>>();
+    let inputs: Vec<(&File, u64)> = inputs.iter().map(|(f, len)| (f, *len)).collect();
     let bar = bytes_bar(total);
     let res = with_progress(&bar, || {
-        pipeline::run(
-            &segments,
-            Hasher::new(),
-            None,
-            out.map(|t| &t.file),
-            PipelineOptions::default(),
-            &|n| bar.inc(n),
-        )
+        offline::merge(&inputs, out.map(|t| t.file.as_file()), &|n| bar.inc(n))
     })?;
     if out.is_some() && res.written != total {
         return Err(Fail::input(format!(
@@ -487,7 +429,7 @@ fn merge(inputs: &[(File, u64)], out: Option<&TempOut>, total: u64) -> Result<Sh
             res.written
         )));
     }
-    Ok(res.sha.finalize())
+    Ok(res.sha256)
 }
 
 /// Opens every part, naming it (number and path) on failure.
@@ -517,9 +459,7 @@ fn open_input(path: &Path, what: &str) -> Result<(File, u64), Fail> {
 /// The output being written: a temporary sibling of the destination,
 /// removed on drop unless committed.
 struct TempOut {
-    path: PathBuf,
-    file: File,
-    committed: bool,
+    file: tempfile::NamedTempFile,
 }
 
 impl TempOut {
@@ -533,37 +473,22 @@ impl TempOut {
                 dest.display()
             )));
         }
-        let suffix = random_suffix()?;
-        let path = parent_dir(dest).join(format!("{}.tmp-{suffix}", name.to_string_lossy()));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
+        let file = tempfile::Builder::new()
+            .prefix(&format!(".{}.", name.to_string_lossy()))
+            .suffix(".partial")
+            .tempfile_in(parent_dir(dest))
             .map_err(|e| Fail::input(format!("cannot create output {}: {e}", dest.display())))?;
-        Ok(TempOut {
-            path,
-            file,
-            committed: false,
-        })
+        Ok(TempOut { file })
     }
 
     /// Fsyncs the data, renames it to `dest` and fsyncs the directory.
-    fn commit(mut self, dest: &Path) -> Result<(), Fail> {
+    fn commit(self, dest: &Path) -> Result<(), Fail> {
         let fail = |e: std::io::Error| Fail::input(format!("cannot write {}: {e}", dest.display()));
-        self.file.sync_all().map_err(fail)?;
-        fs::rename(&self.path, dest).map_err(fail)?;
-        self.committed = true;
+        self.file.as_file().sync_all().map_err(fail)?;
+        self.file.persist(dest).map_err(|e| fail(e.error))?;
         File::open(parent_dir(dest))
             .and_then(|d| d.sync_all())
             .map_err(fail)
-    }
-}
-
-impl Drop for TempOut {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = fs::remove_file(&self.path);
-        }
     }
 }
 

@@ -4,7 +4,8 @@
 
 use std::path::Path;
 
-use partseal::{Config, Engine, HashCtx, Limits, Midstate, PartPlan, Sha256};
+use partseal::hazmat::Midstate;
+use partseal::{Config, Engine, HashCtx, Limits, PartNumber, PartPlan, Sha256};
 
 /// Deterministic pseudo-random bytes (splitmix64).
 pub fn data(len: usize, seed: u64) -> Vec<u8> {
@@ -24,20 +25,18 @@ pub fn data(len: usize, seed: u64) -> Vec<u8> {
 
 /// Small limits so that tests can use small parts.
 pub fn config() -> Config {
-    let mut cfg = Config {
-        limits: Limits {
-            min_part_size: 64,
-            max_part_size: 64 << 20,
-            max_file_size: 1 << 30,
-        },
-        ..Config::default()
-    };
-    cfg.pipeline.window = 64 * 1024;
+    let mut cfg = Config::default().with_limits(Limits::new(64, 64 << 20, 1 << 30));
+    cfg.merge_window = 64 * 1024;
     cfg
 }
 
 pub fn open(root: &Path) -> Engine {
     Engine::open(root, config()).expect("open store")
+}
+
+/// A part number the test knows is valid.
+pub fn pn(n: u64) -> PartNumber {
+    PartNumber::new(n).expect("valid part number")
 }
 
 pub fn sha(data: &[u8]) -> Sha256 {

@@ -1,153 +1,28 @@
-//! File I/O helpers: durable writes, directory fsync, reading files through
-//! bounded memory-mapped windows, and writing a merged file with `O_DIRECT`.
-//!
-//! Mapping a whole file makes the process's RSS grow with the file (mapped
-//! file pages count), so files are mapped one window at a time and each
-//! window is unmapped as soon as every pipeline stage is done with it.
-//!
-//! The merged output is written by [`OutputWriter`]: straight from the
-//! mapped windows to the device with `O_DIRECT` where the file system allows
-//! it (no page-cache copy, no fresh pages to fault in), through a small
-//! aligned bounce buffer for bytes that are not block-aligned, and with
-//! ordinary buffered writes where `O_DIRECT` is refused.
+//! The merged-file writer: `O_DIRECT` straight from mapped windows where the
+//! file system takes it, through an aligned bounce buffer for unaligned
+//! tails, buffered writes where `O_DIRECT` is refused.
 
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::ops::Deref;
-use std::path::Path;
+use std::io::{self, Seek, SeekFrom};
 
-use memmap2::{Mmap, MmapOptions};
-
-use crate::error::{Error, Result};
-
-/// Files (or window remainders) below this size are read into a buffer
-/// rather than mapped: mapping costs more than it saves for them.
-pub const MAP_THRESHOLD: u64 = 256 * 1024;
-
-/// Bytes of a file window, mapped or read.
-pub enum Chunk {
-    /// A mapped window.
-    Mapped(Mmap),
-    /// A small window read into memory.
-    Owned(Vec<u8>),
-}
-
-impl Deref for Chunk {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            Chunk::Mapped(m) => m,
-            Chunk::Owned(v) => v,
-        }
-    }
-}
-
-/// Reads `len` bytes of `file` from `offset` as one [`Chunk`].
-///
-/// The caller guarantees that the range lies inside the file and that no one
-/// truncates or rewrites the file while the chunk lives (the engine holds the
-/// upload's lock, and part files are never rewritten in place once written).
-pub fn read_window(file: &File, offset: u64, len: usize) -> io::Result<Chunk> {
-    if (len as u64) < MAP_THRESHOLD {
-        let mut buf = vec![0u8; len];
-        read_exact_at(file, &mut buf, offset)?;
-        return Ok(Chunk::Owned(buf));
-    }
-    // SAFETY: mapping is sound as long as the mapped range is not truncated or
-    // modified while the map lives. Engine files are written once, then only
-    // read under the upload's lock (a replaced part gets a new file), and
-    // command-line inputs are the user's own files; see the caller's contract.
-    let map = unsafe {
-        MmapOptions::new()
-            .offset(offset)
-            .len(len)
-            .populate()
-            .map(file)?
-    };
-    #[cfg(unix)]
-    {
-        let _ = map.advise(memmap2::Advice::Sequential);
-    }
-    Ok(Chunk::Mapped(map))
-}
-
-/// Drops the first `len` bytes of `file` from the page cache where they are
-/// clean and not mapped by anyone (`POSIX_FADV_DONTNEED`): a hint for files
-/// that were read once and are about to be deleted. Failures are ignored.
-pub fn drop_cache(file: &File, len: u64) {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let Ok(len) = i64::try_from(len) else {
-            return;
-        };
-        // SAFETY: posix_fadvise on a file descriptor owned by `file`, which
-        // outlives the call; no memory is passed.
-        let _ = unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, len, libc::POSIX_FADV_DONTNEED) };
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (file, len);
-}
-
-/// `pread` until `buf` is full; a short file is an `UnexpectedEof` error.
-pub fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.read_exact_at(buf, offset)
-}
-
-/// `pwrite` all of `buf` at `offset`.
-pub fn write_all_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    file.write_all_at(buf, offset)
-}
-
-/// Fsyncs a directory so that entries created, renamed or removed in it are
-/// durable.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(Error::io("store directory"))
-}
-
-/// Reads a small record file whole.
-pub fn read_small(path: &Path, role: &'static str) -> Result<Vec<u8>> {
-    let mut v = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut v))
-        .map_err(Error::io(role))?;
-    Ok(v)
-}
-
-/// A short random hex suffix for temporary and versioned names.
-pub fn random_suffix() -> Result<String> {
-    let mut b = [0u8; 8];
-    getrandom::fill(&mut b).map_err(|e| Error::Io {
-        role: "random source",
-        source: io::Error::other(e.to_string()),
-    })?;
-    Ok(hex::encode(b))
-}
-
-/// Name of temporary files, recognised and removed by recovery.
-pub fn is_temp_name(name: &str) -> bool {
-    name.contains(".tmp-")
-}
+use super::write_all_at;
 
 /// Alignment of file offsets, lengths and memory for `O_DIRECT` writes (a
 /// page: a multiple of every logical block size in use).
-pub const DIRECT_ALIGN: usize = 4096;
+pub(crate) const DIRECT_ALIGN: usize = 4096;
 
 /// Size of the aligned bounce buffer of an [`OutputWriter`]: its only
 /// allocation, whatever the size of the output.
-pub const BOUNCE_SIZE: usize = 1 << 20;
+pub(crate) const BOUNCE_SIZE: usize = 1 << 20;
 
 /// How an [`OutputWriter`] writes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum WriteMode {
+pub(crate) enum WriteMode {
     /// `O_DIRECT` from the caller's (aligned) buffers, the rest through the
     /// bounce buffer; falls back to [`WriteMode::Buffered`] where refused.
     Direct,
     /// Ordinary writes through the page cache.
+    #[cfg_attr(not(test), allow(dead_code))] // the tests compare both modes
     Buffered,
 }
 
@@ -164,7 +39,7 @@ pub enum WriteMode {
 ///
 /// [`OutputWriter::finish`] leaves the file's flags as they were and its
 /// position after the last byte; the caller fsyncs.
-pub struct OutputWriter<'a> {
+pub(crate) struct OutputWriter<'a> {
     file: &'a File,
     /// File offset of the first byte of the stream.
     start: u64,
@@ -184,7 +59,11 @@ impl<'a> OutputWriter<'a> {
     /// Starts writing at `file`'s current position. `expected_len`, when
     /// known, reserves the space up front (`fallocate`, where supported), so
     /// that the file system allocates the output in one go.
-    pub fn new(file: &'a File, expected_len: Option<u64>, mode: WriteMode) -> io::Result<Self> {
+    pub(crate) fn new(
+        file: &'a File,
+        expected_len: Option<u64>,
+        mode: WriteMode,
+    ) -> io::Result<Self> {
         // `&File` is `Seek`; a `&mut` of a copy of the reference moves the file's own position.
         let mut at = file;
         let start = at.stream_position()?;
@@ -209,12 +88,13 @@ impl<'a> OutputWriter<'a> {
     }
 
     /// Whether writes currently bypass the page cache.
-    pub fn is_direct(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_direct(&self) -> bool {
         self.saved_flags.is_some()
     }
 
     /// Appends `data`.
-    pub fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
+    pub(crate) fn write(&mut self, mut data: &[u8]) -> io::Result<()> {
         while !data.is_empty() {
             if self.saved_flags.is_none() {
                 self.flush_bounce_buffered()?;
@@ -251,7 +131,7 @@ impl<'a> OutputWriter<'a> {
     /// Writes what is left (the last partial block buffered), restores the
     /// file's flags and leaves its position after the last byte. Returns the
     /// bytes written.
-    pub fn finish(mut self) -> io::Result<u64> {
+    pub(crate) fn finish(mut self) -> io::Result<u64> {
         self.flush_bounce_whole()?;
         if self.bounce_len > 0 {
             self.disable_direct()?;
@@ -404,8 +284,10 @@ fn preallocate(_file: &File, _start: u64, _len: u64) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::read_window;
     use std::fs::{self, OpenOptions};
     use std::io::Write;
+    use std::path::Path;
     use std::path::PathBuf;
 
     /// Deterministic, incompressible test bytes.

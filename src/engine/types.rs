@@ -1,0 +1,219 @@
+//! The values callers hand to the engine and get back from it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use crate::id::PartNumber;
+use crate::midstate::Sha256;
+use crate::pipeline::PipelineOptions;
+use crate::plan::{Limits, PartPlan};
+
+/// Engine settings. Start from [`Config::default`] and change fields.
+///
+/// ```
+/// let mut cfg = partseal::Config::default();
+/// cfg.limits.max_file_size = 1 << 30;
+/// cfg.eager_hashing = false;
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Part and file size limits.
+    pub limits: Limits,
+    /// Bytes per mapped window of the in-order merge (default 4 MiB).
+    pub merge_window: usize,
+    /// Windows in flight between the merge's stages (default 4).
+    pub merge_depth: usize,
+    /// Hash contiguous prefixes of stream-mode uploads in the background as
+    /// parts arrive, so that complete only hashes what came last.
+    pub eager_hashing: bool,
+    /// Bytes read from a part body at a time (default 1 MiB).
+    pub ingest_buffer: usize,
+    /// Faults to inject into durable file operations; none by default.
+    #[cfg(feature = "fault-injection")]
+    pub faults: crate::faults::Faults,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let pipeline = PipelineOptions::default();
+        Config {
+            limits: Limits::default(),
+            merge_window: pipeline.window,
+            merge_depth: pipeline.depth,
+            eager_hashing: true,
+            ingest_buffer: 1 << 20,
+            #[cfg(feature = "fault-injection")]
+            faults: crate::faults::Faults::none(),
+        }
+    }
+}
+
+impl Config {
+    /// The same settings with other limits.
+    pub fn with_limits(mut self, limits: Limits) -> Config {
+        self.limits = limits;
+        self
+    }
+
+    pub(crate) fn pipeline(&self) -> PipelineOptions {
+        PipelineOptions {
+            window: self.merge_window.max(64 * 1024),
+            depth: self.merge_depth.max(1),
+            ..PipelineOptions::default()
+        }
+    }
+}
+
+/// What a client declares when it starts an upload; everything is optional.
+///
+/// ```
+/// # use partseal::{FileSpec, Sha256};
+/// let spec = FileSpec::default()
+///     .with_length(12)
+///     .with_sha256(Sha256::digest(b"hello, world"));
+/// ```
+#[derive(Clone, Debug, Default)]
+#[non_exhaustive]
+pub struct FileSpec {
+    /// The total length, if known.
+    pub length: Option<u64>,
+    /// The whole file's SHA-256, if known.
+    pub sha256: Option<Sha256>,
+    /// The whole file's MD5, if known; complete then computes and checks it.
+    pub md5: Option<[u8; 16]>,
+    /// Parts declared up front (more may follow with
+    /// [`Engine::plan_parts`](crate::Engine::plan_parts)).
+    pub plan: Vec<PartPlan>,
+    /// Labels of the embedding service (file name, folder, ...), stored with
+    /// the upload and the committed file and returned by
+    /// [`Engine::get`](crate::Engine::get). The engine does not interpret
+    /// them; at most [`MAX_LABELS`] labels of at most [`MAX_LABEL_LEN`] bytes
+    /// each.
+    pub labels: BTreeMap<String, String>,
+    /// How many parts the upload will have, for clients that say so without
+    /// giving sizes (MetaStudio's `file_multipart_count`): parts beyond it
+    /// are refused and complete requires all of `1..=count`. At least 1.
+    pub part_count: Option<u32>,
+}
+
+impl FileSpec {
+    /// Declares the total length.
+    pub fn with_length(mut self, length: u64) -> FileSpec {
+        self.length = Some(length);
+        self
+    }
+    /// Declares the file's SHA-256.
+    pub fn with_sha256(mut self, sha256: Sha256) -> FileSpec {
+        self.sha256 = Some(sha256);
+        self
+    }
+    /// Declares the file's MD5.
+    pub fn with_md5(mut self, md5: [u8; 16]) -> FileSpec {
+        self.md5 = Some(md5);
+        self
+    }
+    /// Declares parts up front.
+    pub fn with_plan(mut self, plan: Vec<PartPlan>) -> FileSpec {
+        self.plan = plan;
+        self
+    }
+    /// Attaches labels.
+    pub fn with_labels(mut self, labels: BTreeMap<String, String>) -> FileSpec {
+        self.labels = labels;
+        self
+    }
+    /// Declares how many parts there will be.
+    pub fn with_part_count(mut self, count: u32) -> FileSpec {
+        self.part_count = Some(count);
+        self
+    }
+}
+
+/// Most labels an upload may carry.
+pub const MAX_LABELS: usize = 32;
+/// Longest label key or value, in bytes.
+pub const MAX_LABEL_LEN: usize = 4096;
+
+/// Whether a part's link in the SHA-256 chain was checked on arrival.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkCheck {
+    /// The upload has no midstates; the file is hashed in order at complete.
+    NotApplicable,
+    /// The part leads exactly to the next part's `hashCtx` (or to the file's
+    /// declared digest, for the last part).
+    Holds,
+    /// The next part's `hashCtx` (or the file digest) is not known yet; the
+    /// link is checked when it is, at complete at the latest.
+    Pending,
+}
+
+/// The answer to a stored part.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartReceipt {
+    /// The part number.
+    pub number: PartNumber,
+    /// Bytes stored.
+    pub len: u64,
+    /// The part's own SHA-256 (usable as its ETag).
+    pub sha256: Sha256,
+    /// The state of its link.
+    pub link: LinkCheck,
+}
+
+/// A part as listed by [`Engine::parts`](crate::Engine::parts).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PartInfo {
+    /// The part number.
+    pub number: PartNumber,
+    /// Its length.
+    pub len: u64,
+    /// Its own SHA-256.
+    pub sha256: Sha256,
+}
+
+/// The facts of a verified, committed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Verified {
+    /// The file's SHA-256.
+    pub sha256: Sha256,
+    /// The file's MD5, when the upload declared one.
+    pub md5: Option<[u8; 16]>,
+    /// The file's length.
+    pub length: u64,
+    /// How many parts it was made of.
+    pub parts: u32,
+}
+
+/// The answer to [`Engine::complete`](crate::Engine::complete).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Completion {
+    /// The committed file's facts.
+    pub file: Verified,
+    /// Whether this call committed the file. Of any number of completes of
+    /// one upload, concurrent or not, exactly one answers `true`; the others
+    /// found it committed already.
+    pub committed_now: bool,
+}
+
+/// A committed file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Committed {
+    /// Where its bytes are (read-only to callers: a committed file never
+    /// changes).
+    pub path: PathBuf,
+    /// Its length.
+    pub length: u64,
+    /// Its SHA-256.
+    pub sha256: Sha256,
+    /// Its MD5, when computed at complete.
+    pub md5: Option<[u8; 16]>,
+    /// The labels given at create.
+    pub labels: BTreeMap<String, String>,
+}

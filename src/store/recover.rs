@@ -1,0 +1,148 @@
+//! Recovery at open: empty `tmp/`, finish or undo whatever a crash
+//! interrupted, and list what the store holds.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::id::FileId;
+
+use super::layout::{Layout, is_temp_name};
+use super::records::{FileRecord, Mode, PartRecord, UploadRecord, load_json};
+use super::{remove_any, settle_staged};
+
+/// An open upload as found on disk.
+pub(crate) struct Recovered {
+    /// Its id.
+    pub(crate) id: FileId,
+    /// Its record.
+    pub(crate) record: UploadRecord,
+    /// Its acknowledged parts.
+    pub(crate) parts: BTreeMap<u32, PartRecord>,
+}
+
+/// Empties `tmp/`, finishes or undoes whatever a crash interrupted, and
+/// returns the open uploads.
+pub(crate) fn recover(layout: &Layout) -> Result<Vec<Recovered>> {
+    layout.create_dirs()?;
+    clear_dir(&layout.tmp_dir())?;
+    layout.fsync_dir(&layout.tmp_dir())?;
+
+    // Committed files: a leftover temporary inside one is removed; a directory
+    // without its record cannot come from the commit protocol and is left for
+    // an operator rather than deleted.
+    for entry in read_dir(&layout.files_dir())? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temp_name(&name) {
+            remove_any(&entry.path())?;
+        }
+    }
+
+    let mut out = Vec::new();
+    for entry in read_dir(&layout.uploads_dir())? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Ok(id) = name.parse::<FileId>() else {
+            if is_temp_name(&name) {
+                remove_any(&entry.path())?;
+            }
+            continue;
+        };
+        if layout.file_record(&id).exists() {
+            // Committed before the crash; only the cleanup was missing.
+            remove_any(&layout.upload_dir(&id))?;
+            continue;
+        }
+        out.push(recover_upload(layout, id)?);
+    }
+    layout.fsync_dir(&layout.uploads_dir())?;
+    Ok(out)
+}
+
+/// The committed files in the store with their records.
+pub(crate) fn committed(layout: &Layout) -> Result<Vec<(FileId, FileRecord)>> {
+    let mut out = Vec::new();
+    for entry in read_dir(&layout.files_dir())? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Ok(id) = name.parse::<FileId>() {
+            let path = layout.file_record(&id);
+            if path.exists() {
+                out.push((id, load_json(&path, "file record")?));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn recover_upload(layout: &Layout, id: FileId) -> Result<Recovered> {
+    let mut record: UploadRecord = load_json(&layout.upload_record(&id), "upload record")?;
+    let dir = layout.upload_dir(&id);
+    for entry in read_dir(&dir)? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temp_name(&name) {
+            remove_any(&entry.path())?;
+        }
+    }
+    let parts_dir = layout.parts_dir(&id);
+    let mut parts = BTreeMap::new();
+    let mut data_files = Vec::new();
+    for entry in read_dir(&parts_dir)? {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if is_temp_name(&name) {
+            remove_any(&entry.path())?;
+        } else if let Some(n) = name
+            .strip_suffix(".json")
+            .and_then(|n| n.parse::<u32>().ok())
+        {
+            let rec: PartRecord = load_json(&entry.path(), "part record")?;
+            parts.insert(n, rec);
+        } else {
+            data_files.push(name);
+        }
+    }
+    // Bytes of a part whose record was never written were never acknowledged.
+    let referenced: BTreeSet<&str> = parts.values().filter_map(|p| p.data.as_deref()).collect();
+    for name in &data_files {
+        if !referenced.contains(name.as_str()) {
+            remove_any(&parts_dir.join(name))?;
+        }
+    }
+    layout.fsync_dir(&parts_dir)?;
+    if record.mode == Mode::Chain {
+        for (n, rec) in parts.iter_mut() {
+            if rec.data.is_some() {
+                let offset = record.plan.get(n).and_then(|p| p.offset).ok_or_else(|| {
+                    Error::io("part record")(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "a staged part has no planned offset",
+                    ))
+                })?;
+                *rec = settle_staged(layout, &id, *n, offset, rec)?;
+            }
+        }
+    }
+    // The first part without a plan is acknowledged before the mode switch
+    // is recorded; a crash between the two leaves an unset upload with parts.
+    if record.mode == Mode::Unset && !parts.is_empty() {
+        record.mode = Mode::Stream;
+    }
+    Ok(Recovered { id, record, parts })
+}
+
+fn read_dir(dir: &Path) -> Result<Vec<fs::DirEntry>> {
+    match fs::read_dir(dir) {
+        Ok(rd) => rd
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(Error::io("store directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(Error::io("store directory")(e)),
+    }
+}
+
+fn clear_dir(dir: &Path) -> Result<()> {
+    for entry in read_dir(dir)? {
+        remove_any(&entry.path())?;
+    }
+    Ok(())
+}
