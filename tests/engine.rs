@@ -612,3 +612,193 @@ fn flash_upload_shares_a_committed_file_of_the_same_owner() {
     engine.delete(&owner(), &copy).unwrap();
     assert_eq!(engine.find_committed(&owner(), &sha(&bytes), 70_000), None);
 }
+
+#[test]
+fn a_refused_part_leaves_the_upload_open_to_a_chain_plan() {
+    // A part without a plan would make the upload a stream upload, but only
+    // once it is acknowledged: refused parts change nothing, not even after
+    // a reopen.
+    struct Broken;
+    impl std::io::Read for Broken {
+        fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+            Err(std::io::Error::other("connection reset"))
+        }
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(2048, 3);
+    let parts = split(&bytes, 1024, false);
+    let id = {
+        let engine = open(dir.path());
+        let id = engine.create(&owner(), FileSpec::default()).unwrap();
+        let too_large = engine.config().limits.max_part_size + 1;
+        assert!(matches!(
+            engine.put_part(&owner(), &id, pn(1), &b"x"[..], Some(too_large)),
+            Err(Error::PartTooLarge { .. })
+        ));
+        assert!(matches!(
+            engine.put_part(&owner(), &id, pn(1), Broken, None),
+            Err(Error::Io {
+                role: "request body",
+                ..
+            })
+        ));
+        assert!(matches!(
+            engine.put_part(&owner(), &id, pn(1), &bytes[..100], Some(200)),
+            Err(Error::PartTooSmall { .. })
+        ));
+        assert!(engine.parts(&owner(), &id).unwrap().is_empty());
+        id
+    };
+    let engine = open(dir.path());
+    engine
+        .plan_parts(&owner(), &id, &chain_plan(&parts))
+        .expect("a chain plan after refused parts");
+    for (i, p) in parts.iter().enumerate() {
+        let r = engine
+            .put_part(&owner(), &id, pn(i as u64 + 1), *p, None)
+            .unwrap();
+        assert_ne!(r.link, LinkCheck::NotApplicable);
+    }
+    assert_eq!(
+        engine.verify(&owner(), &id, None).unwrap().sha256,
+        sha(&bytes)
+    );
+}
+
+#[test]
+fn an_accepted_part_without_a_plan_makes_a_stream_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let bytes = data(2048, 4);
+    let parts = split(&bytes, 1024, false);
+    let id = {
+        let engine = open(dir.path());
+        let id = engine.create(&owner(), FileSpec::default()).unwrap();
+        engine
+            .put_part(&owner(), &id, pn(1), parts[0], None)
+            .unwrap();
+        id
+    };
+    // Also after a reopen, a chain plan no longer fits.
+    let engine = open(dir.path());
+    assert!(matches!(
+        engine.plan_parts(&owner(), &id, &chain_plan(&parts)),
+        Err(Error::BadPlan(_))
+    ));
+}
+
+#[test]
+fn a_part_count_of_zero_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    assert!(matches!(
+        engine.create(&owner(), FileSpec::default().with_part_count(0)),
+        Err(Error::BadInput(_))
+    ));
+    assert!(matches!(
+        engine.create(&owner(), FileSpec::default().with_part_count(10_001)),
+        Err(Error::BadInput(_))
+    ));
+    engine
+        .create(&owner(), FileSpec::default().with_part_count(1))
+        .expect("one part");
+}
+
+#[test]
+fn of_many_concurrent_completes_exactly_one_commits() {
+    for chain in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Arc::new(open(dir.path()));
+        let bytes = data(64 * 1024, 5);
+        let parts = split(&bytes, 8192, false);
+        let spec = if chain {
+            FileSpec::default().with_plan(chain_plan(&parts))
+        } else {
+            FileSpec::default()
+        };
+        let id = engine.create(&owner(), spec).unwrap();
+        for (i, p) in parts.iter().enumerate() {
+            engine
+                .put_part(&owner(), &id, pn(i as u64 + 1), *p, None)
+                .unwrap();
+        }
+        let barrier = Arc::new(std::sync::Barrier::new(50));
+        let handles: Vec<_> = (0..50)
+            .map(|_| {
+                let (engine, id, barrier) = (engine.clone(), id.clone(), barrier.clone());
+                thread::spawn(move || {
+                    barrier.wait();
+                    // A part upload is refused while a complete runs; a
+                    // complete waits for the one in progress.
+                    engine.complete(&owner(), &id, None).expect("complete")
+                })
+            })
+            .collect();
+        let results: Vec<_> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        let committed = results.iter().filter(|c| c.committed_now).count();
+        assert_eq!(committed, 1, "chain={chain}");
+        assert!(results.iter().all(|c| c.file.sha256 == sha(&bytes)));
+        assert_eq!(read_committed(&engine, &id), bytes);
+    }
+}
+
+#[test]
+fn a_wrong_hashctx_for_the_next_part_names_the_link_not_the_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = open(dir.path());
+    let bytes = data(3072, 6);
+    let parts = split(&bytes, 1024, false);
+    let mut plan = chain_plan(&parts);
+    // Part 2's declared hashCtx is wrong; part 1's bytes are right.
+    let mut words = plan[1].ctx.unwrap().0;
+    words[0] ^= 1;
+    plan[1] = PartPlan::new(2, 1024, Some(1024), Some(partseal::HashCtx(words))).unwrap();
+    let id = engine
+        .create(&owner(), FileSpec::default().with_plan(plan))
+        .unwrap();
+    let err = engine
+        .put_part(&owner(), &id, pn(1), parts[0], None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LinkMismatch {
+                part: 1,
+                to: partseal::LinkEnd::Part(2)
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("part 1 does not lead to part 2's declared hashCtx")
+            && msg.contains("part 1's bytes or part 2's hashCtx is wrong"),
+        "{msg}"
+    );
+    // The last part against a declared digest that is wrong.
+    let id = engine
+        .create(
+            &owner(),
+            FileSpec::default()
+                .with_length(3072)
+                .with_sha256(sha(b"another file"))
+                .with_plan(chain_plan(&parts)),
+        )
+        .unwrap();
+    let err = engine
+        .put_part(&owner(), &id, pn(3), parts[2], None)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::LinkMismatch {
+                part: 3,
+                to: partseal::LinkEnd::FileDigest
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("expected digest is wrong"),
+        "{err}"
+    );
+}

@@ -223,10 +223,82 @@ fn every_fault_is_clean_and_retry_succeeds() {
     assert!(injected > 50);
 }
 
+/// Fails the first directory fsync after the commit rename, while armed.
+fn fail_after_commit_rename(armed: &Arc<AtomicBool>) -> Faults {
+    let armed = armed.clone();
+    let renamed = Arc::new(AtomicBool::new(false));
+    Faults::new(move |op, role| {
+        if !armed.load(Ordering::SeqCst) {
+            return None;
+        }
+        if op == Op::Rename && role == "committed file" {
+            renamed.store(true, Ordering::SeqCst);
+        } else if op == Op::DirFsync && renamed.swap(false, Ordering::SeqCst) {
+            return Some(io::Error::from_raw_os_error(libc::EIO));
+        }
+        None
+    })
+}
+
 #[test]
 fn faults_after_the_commit_point_still_complete_on_retry() {
-    // The directory fsync after the commit rename fails: the file is
-    // committed on disk; a retried verify must report it, not fail for ever.
+    // The directory fsync after the commit rename fails. The file exists
+    // under its final name from the rename on, so it is immutable: further
+    // parts and plans answer "complete", nothing reaches its bytes through
+    // the assembly's hard link, and a retried complete finishes the commit.
+    for chain in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let armed = Arc::new(AtomicBool::new(false));
+        let mut cfg = config();
+        cfg.faults = fail_after_commit_rename(&armed);
+        let engine = Engine::open(dir.path(), cfg).unwrap();
+        let bytes = data(4096, 1);
+        let parts = split(&bytes, 1024, false);
+        let spec = if chain {
+            FileSpec::default().with_plan(chain_plan(&parts))
+        } else {
+            FileSpec::default()
+        };
+        let id = engine.create(&owner(), spec).unwrap();
+        for (i, p) in parts.iter().enumerate() {
+            engine
+                .put_part(&owner(), &id, pn(i as u64 + 1), *p, None)
+                .unwrap();
+        }
+        armed.store(true, Ordering::SeqCst);
+        let err = engine.complete(&owner(), &id, None).unwrap_err();
+        armed.store(false, Ordering::SeqCst);
+        assert!(matches!(err, Error::Io { .. }), "chain={chain}: {err}");
+        let data_path = dir.path().join("files").join(id.as_str()).join("data");
+        assert_eq!(std::fs::read(&data_path).unwrap(), bytes, "chain={chain}");
+
+        // The same part again, with other bytes of the right length.
+        let other = data(1024, 99);
+        match engine.put_part(&owner(), &id, pn(2), &other[..], None) {
+            Err(Error::Conflict(m)) => assert!(m.contains("complete"), "{m}"),
+            r => panic!("chain={chain}: a part after the commit point: {r:?}"),
+        }
+        match engine.plan_parts(&owner(), &id, &chain_plan(&parts)) {
+            Err(Error::Conflict(m)) => assert!(m.contains("complete"), "{m}"),
+            r => panic!("chain={chain}: a plan after the commit point: {r:?}"),
+        }
+        assert_eq!(std::fs::read(&data_path).unwrap(), bytes, "chain={chain}");
+
+        // The retry is the call that commits; later ones find it committed.
+        let done = engine.complete(&owner(), &id, None).unwrap();
+        assert!(done.committed_now, "chain={chain}");
+        assert_eq!(done.file.sha256, sha(&bytes));
+        let again = engine.complete(&owner(), &id, None).unwrap();
+        assert!(!again.committed_now, "chain={chain}");
+        assert_eq!(std::fs::read(&data_path).unwrap(), bytes, "chain={chain}");
+        drop(engine);
+        let engine = open(dir.path());
+        assert_eq!(engine.get(&owner(), &id).unwrap().sha256, sha(&bytes));
+    }
+}
+
+#[test]
+fn abort_whose_directory_fsync_fails_is_retried() {
     let dir = tempfile::tempdir().unwrap();
     let armed = Arc::new(AtomicBool::new(false));
     let a = armed.clone();
@@ -236,24 +308,13 @@ fn faults_after_the_commit_point_still_complete_on_retry() {
             .then(|| io::Error::from_raw_os_error(libc::EIO))
     });
     let engine = Engine::open(dir.path(), cfg).unwrap();
-    let bytes = data(10_000, 1);
     let id = engine.create(&owner(), FileSpec::default()).unwrap();
-    engine
-        .put_part(&owner(), &id, pn(1), &bytes[..], None)
-        .unwrap();
     armed.store(true, Ordering::SeqCst);
-    assert!(engine.verify(&owner(), &id, None).is_err());
+    assert!(engine.abort(&owner(), &id).is_err());
     armed.store(false, Ordering::SeqCst);
-    let v = engine.verify(&owner(), &id, None).unwrap();
-    assert_eq!(v.sha256, sha(&bytes));
-    // Abort whose directory fsync fails is retried as well.
-    let id2 = engine.create(&owner(), FileSpec::default()).unwrap();
-    armed.store(true, Ordering::SeqCst);
-    assert!(engine.abort(&owner(), &id2).is_err());
-    armed.store(false, Ordering::SeqCst);
-    match engine.abort(&owner(), &id2) {
+    match engine.abort(&owner(), &id) {
         Ok(()) | Err(Error::NotFound) => {}
         Err(e) => panic!("abort retry: {e}"),
     }
-    assert!(matches!(engine.parts(&owner(), &id2), Err(Error::NotFound)));
+    assert!(matches!(engine.parts(&owner(), &id), Err(Error::NotFound)));
 }
