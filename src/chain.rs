@@ -42,6 +42,10 @@ pub struct LinkInput<'a> {
 /// Folds `len` bytes of `file` into `start`; finalizes when `last`.
 ///
 /// A part that is not the last must be a whole number of 64-byte blocks.
+///
+/// # Errors
+/// [`Error::BadPlan`] for a part that is not the last and not whole blocks,
+/// [`Error::Io`] when the file cannot be read.
 pub fn compute_link(start: Midstate, file: &File, len: u64, last: bool) -> Result<LinkValue> {
     let mut mid = start;
     let mut off = 0u64;
@@ -74,9 +78,11 @@ pub fn compute_link(start: Midstate, file: &File, len: u64, last: bool) -> Resul
 /// part must lead to the next part's start, and the last must finalize to
 /// `expected` (when given). Returns the file's digest.
 ///
-/// Fails with [`Error::LinkMismatch`] naming the first part whose bytes break
-/// the chain, or [`Error::DigestMismatch`] when only the final digest differs
-/// from `expected`.
+/// # Errors
+/// [`Error::LinkMismatch`] naming the first part whose link breaks,
+/// [`Error::DigestMismatch`] when only the final digest differs from
+/// `expected`, [`Error::MissingParts`] for an empty chain, and the errors of
+/// [`compute_link`].
 pub fn verify_chain(links: &[LinkInput<'_>], expected: Option<&Sha256>) -> Result<Sha256> {
     let Some(last_index) = links.len().checked_sub(1) else {
         return Err(Error::MissingParts {

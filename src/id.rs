@@ -22,6 +22,9 @@ pub struct FileId(String);
 
 impl FileId {
     /// A new random id from the operating system's generator.
+    ///
+    /// # Errors
+    /// [`Error::Io`] (role "random source") when the generator fails.
     pub fn generate() -> Result<FileId, Error> {
         crate::io::random_hex(FILE_ID_LEN / 2).map(FileId)
     }
@@ -77,6 +80,15 @@ pub struct Owner(String);
 
 impl Owner {
     /// Validates an owner id.
+    ///
+    /// ```
+    /// assert!(partseal::Owner::new("alice@example").is_ok());
+    /// assert!(partseal::Owner::new("../etc").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::BadId`] for an empty or too long id, a character outside
+    /// the set above, or a leading dot.
     pub fn new(s: &str) -> Result<Owner, Error> {
         if s.is_empty() || s.len() > MAX_OWNER_LEN {
             return Err(Error::BadId(format!(
@@ -147,6 +159,9 @@ impl PartNumber {
     pub const MAX: PartNumber = PartNumber(MAX_PARTS);
 
     /// Validates a part number as given by a client.
+    ///
+    /// # Errors
+    /// [`Error::PartOutOfRange`] outside `1..=`[`MAX_PARTS`].
     pub fn new(n: u64) -> Result<PartNumber, Error> {
         if n == 0 || n > u64::from(MAX_PARTS) {
             return Err(Error::PartOutOfRange {

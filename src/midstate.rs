@@ -95,6 +95,9 @@ impl HashCtx {
 
     /// Builds a context from integers as they arrive in JSON, rejecting any
     /// that is not an unsigned 32-bit value or a list that is not eight long.
+    ///
+    /// # Errors
+    /// A [`ParseError`] naming the bad word or the wrong count.
     pub fn from_ints(words: &[i128]) -> Result<HashCtx, ParseError> {
         if words.len() != 8 {
             return Err(ParseError::new(format!(
@@ -127,6 +130,9 @@ impl HashCtx {
     }
 
     /// Parses the form written by [`HashCtx::to_hex`].
+    ///
+    /// # Errors
+    /// A [`ParseError`] unless `s` is 64 hex digits.
     pub fn from_hex(s: &str) -> Result<HashCtx, ParseError> {
         let digest: Sha256 = s.parse()?;
         let mut out = [0u32; 8];
@@ -178,6 +184,9 @@ impl Midstate {
 
     /// Resumes from a client-supplied context at byte `offset`, which must be
     /// a multiple of 64 (a block boundary).
+    ///
+    /// # Errors
+    /// A [`ParseError`] when `offset` is not a multiple of 64.
     pub fn resume(ctx: HashCtx, offset: u64) -> Result<Midstate, ParseError> {
         if !offset.is_multiple_of(BLOCK as u64) {
             return Err(ParseError::new(format!(

@@ -65,6 +65,9 @@ pub struct PartPlan {
 
 impl PartPlan {
     /// A plan entry, with the part number validated.
+    ///
+    /// # Errors
+    /// [`Error::PartOutOfRange`] for a part number outside `1..=10000`.
     pub fn new(
         number: u64,
         size: u64,
@@ -96,7 +99,14 @@ impl PartPlan {
 
 /// Merges `new` entries into `plan` after checking them, returning the new
 /// plan. `declared_len` is the file length given at create, if any. Nothing
-/// changes on error.
+/// changes on error. This is the validator the engine runs on every plan.
+///
+/// # Errors
+/// [`Error::BadPlan`] with the reason (a changed entry, overlapping or
+/// non-contiguous offsets, a part that is not whole blocks, a missing
+/// `hashCtx`, a plan longer than declared), [`Error::PartOutOfRange`],
+/// [`Error::PartTooLarge`] / [`Error::PartTooSmall`] /
+/// [`Error::FileTooLarge`] against `limits`.
 pub fn merge(
     plan: &BTreeMap<u32, PartPlan>,
     new: &[PartPlan],
