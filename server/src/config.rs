@@ -57,7 +57,8 @@ pub struct Args {
     /// Seconds a request body may stall before the request is cut off.
     #[arg(long, env = "PARTSEAL_BODY_TIMEOUT", default_value_t = 30)]
     pub body_timeout_secs: u64,
-    /// Seconds an X-Date or X-Sdk-Date may be old (and, for X-Sdk-Date, early).
+    /// Seconds an X-Date or X-Sdk-Date may be behind the server's clock (either
+    /// may be ahead by 60 s, or by this if less).
     #[arg(long, env = "PARTSEAL_DATE_WINDOW", default_value_t = 900)]
     pub date_window_secs: u64,
     /// Seconds an upload URL stays valid.

@@ -33,8 +33,6 @@ pub const MAX_PUT_LENGTH: u64 = 5 << 30;
 pub const MAX_FILE_NAME: usize = 250;
 /// Characters a file name may not contain.
 pub const FORBIDDEN_NAME_CHARS: &[char] = &['<', '>', '|', ':', '"', '*', '?', '/', '\\'];
-/// Clock skew tolerated for an `X-Date` slightly ahead of the server.
-pub const DATE_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The KooDrive routes.
 pub fn routes() -> Router<State> {
@@ -81,12 +79,8 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiErr
     }
     let date = header(headers, "x-date").ok_or(AuthError::DateMissing)?;
     let date = auth::parse_compact_date(date)?;
-    auth::check_window(
-        date,
-        time::OffsetDateTime::now_utc(),
-        state.settings.date_window,
-        DATE_SKEW,
-    )?;
+    auth::DateWindow::around(time::OffsetDateTime::now_utc(), state.settings.date_window)
+        .check(date)?;
     let owner = match header(headers, "x-hw-share-folder-id").filter(|s| !s.is_empty()) {
         None => Owner::new(&user.id)?,
         Some(folder) => {

@@ -84,7 +84,7 @@ pub fn authenticate(
             headers,
             body,
             |ak| state.user_by_access_key(ak).map(|u| u.secret_key.clone()),
-            time::OffsetDateTime::now_utc(),
+            &auth::DateWindow::around(time::OffsetDateTime::now_utc(), state.settings.date_window),
         )?;
         state
             .user_by_access_key(&ak)

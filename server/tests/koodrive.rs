@@ -479,3 +479,33 @@ async fn stalled_and_truncated_bodies_are_not_kept() {
         200
     );
 }
+
+/// The refusal names the configured window, not a fixed 15 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x_date_errors_name_the_configured_window() {
+    let s = TestServer::start_opts(Options {
+        date_window: std::time::Duration::from_secs(60),
+        ..Options::default()
+    })
+    .await;
+    let body = json!({"fileName": "w", "fileType": "45", "length": 1});
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = partseal_server::auth::format_compact_date;
+    for (date, what) in [
+        (fmt(now - time::Duration::seconds(120)), "60 seconds before"),
+        (fmt(now + time::Duration::seconds(600)), "60 seconds after"),
+    ] {
+        let (status, v) = s
+            .koo_with("alice", "files/create", body.clone(), &[("x-date", date)])
+            .await;
+        assert_eq!(status, 401, "{v}");
+        assert_eq!(v["code"], 13000002, "{v}");
+        let msg = v["msg"].as_str().unwrap();
+        assert!(msg.contains(what), "{msg}");
+    }
+    let date = fmt(now - time::Duration::seconds(30));
+    let (status, v) = s
+        .koo_with("alice", "files/create", body, &[("x-date", date)])
+        .await;
+    assert_eq!(status, 200, "{v}");
+}

@@ -65,25 +65,64 @@ pub fn format_compact_date(t: OffsetDateTime) -> String {
     )
 }
 
-/// Checks a request time against the server's clock: `t` may be at most
-/// `max_age` before `now` and at most `allow_future` after it (both bounds
-/// inclusive).
-///
-/// KooDrive's `X-Date`: `max_age` 15 min, `allow_future` a small clock skew
-/// (e.g. 60 s). MetaStudio's `X-Sdk-Date`: both [`SDK_DATE_WINDOW`].
-pub fn check_window(
-    t: OffsetDateTime,
-    now: OffsetDateTime,
-    max_age: Duration,
-    allow_future: Duration,
-) -> Result<(), AuthError> {
-    let age = now - t;
-    if age.is_negative() {
-        if age.unsigned_abs() > allow_future {
-            return Err(AuthError::DateInFuture);
+/// How far ahead of the server's clock a request date may be: clocks drift
+/// a little, but a date far ahead would keep a captured request valid for
+/// longer than the window says.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(60);
+
+/// APIG's own rule for `X-Sdk-Date`: at most 15 minutes from the server's
+/// clock, either way (for clients that want to match the real gateway; the
+/// server applies its configured window instead).
+pub const APIG_DATE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The request dates accepted at one moment: from `max_age` before `now` to
+/// `max_ahead` after it, both bounds inclusive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DateWindow {
+    /// The server's clock.
+    pub now: OffsetDateTime,
+    /// Oldest a date may be.
+    pub max_age: Duration,
+    /// Furthest ahead a date may be.
+    pub max_ahead: Duration,
+}
+
+impl DateWindow {
+    /// The one rule both APIs apply (`X-Date` and `X-Sdk-Date` alike): back
+    /// by the configured `max_age`, ahead by [`CLOCK_SKEW`], or by `max_age`
+    /// if that is shorter (a skew wider than the window would make it
+    /// meaningless).
+    pub fn around(now: OffsetDateTime, max_age: Duration) -> DateWindow {
+        DateWindow {
+            now,
+            max_age,
+            max_ahead: CLOCK_SKEW.min(max_age),
         }
-    } else if age.unsigned_abs() > max_age {
-        return Err(AuthError::DateTooOld);
     }
-    Ok(())
+
+    /// [`APIG_DATE_WINDOW`] either way around `now`.
+    pub fn apig(now: OffsetDateTime) -> DateWindow {
+        DateWindow {
+            now,
+            max_age: APIG_DATE_WINDOW,
+            max_ahead: APIG_DATE_WINDOW,
+        }
+    }
+
+    /// Checks a request date; the error names the bound that was passed.
+    pub fn check(&self, t: OffsetDateTime) -> Result<(), AuthError> {
+        let age = self.now - t;
+        if age.is_negative() {
+            if age.unsigned_abs() > self.max_ahead {
+                return Err(AuthError::DateInFuture {
+                    max_ahead_secs: self.max_ahead.as_secs(),
+                });
+            }
+        } else if age.unsigned_abs() > self.max_age {
+            return Err(AuthError::DateTooOld {
+                max_age_secs: self.max_age.as_secs(),
+            });
+        }
+        Ok(())
+    }
 }

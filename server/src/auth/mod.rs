@@ -18,12 +18,14 @@ use ctutils::CtEq;
 use hmac::KeyInit;
 use sha2::Sha256;
 
-pub use bearer::{bearer_token, check_window, format_compact_date, parse_compact_date};
+pub use bearer::{
+    APIG_DATE_WINDOW, CLOCK_SKEW, DateWindow, bearer_token, format_compact_date, parse_compact_date,
+};
 pub use sdk::{
     EMPTY_PAYLOAD_SHA256, MAX_ACCESS_KEY_LEN, MAX_AUTHORIZATION_LEN, MAX_SIGNED_HEADER_NAME_LEN,
-    MAX_SIGNED_HEADERS, SDK_ALGORITHM, SDK_DATE_WINDOW, SdkAuthorization, UNSIGNED_PAYLOAD,
-    canonical_request, check_project, parse_sdk_authorization, sdk_authorization_header,
-    sdk_signature, string_to_sign, verify_sdk_request,
+    MAX_SIGNED_HEADERS, SDK_ALGORITHM, SdkAuthorization, UNSIGNED_PAYLOAD, canonical_request,
+    check_project, parse_sdk_authorization, sdk_authorization_header, sdk_signature,
+    string_to_sign, verify_sdk_request,
 };
 pub use url::UrlSigner;
 
@@ -69,12 +71,22 @@ pub enum AuthError {
     /// The date header is not `yyyyMMdd'T'HHmmss'Z'` or not a real UTC time.
     #[error("malformed date header: expected yyyyMMdd'T'HHmmss'Z' in UTC, e.g. 20251103T070140Z")]
     DateMalformed,
-    /// The date header is older than allowed (15 minutes).
-    #[error("the request date is too old (more than 15 minutes before the server's clock)")]
-    DateTooOld,
+    /// The date header is older than the configured window allows.
+    #[error(
+        "the request date is too old: more than {max_age_secs} seconds before the server's clock"
+    )]
+    DateTooOld {
+        /// The window's age bound, in seconds.
+        max_age_secs: u64,
+    },
     /// The date header is later than the server's clock allows.
-    #[error("the request date is in the future")]
-    DateInFuture,
+    #[error(
+        "the request date is in the future: more than {max_ahead_secs} seconds after the server's clock"
+    )]
+    DateInFuture {
+        /// How far ahead a date may be, in seconds.
+        max_ahead_secs: u64,
+    },
     /// The project in the path, the credentials and `X-Project-Id` differ.
     #[error("the project id does not match the credentials")]
     ProjectMismatch,

@@ -128,36 +128,62 @@ fn compact_date_rejects_wrong_shapes_and_impossible_times() {
 #[test]
 fn window_bounds_are_inclusive() {
     let now = datetime!(2026-05-01 12:00:00 UTC);
-    let m15 = Duration::from_secs(900);
-    let s60 = Duration::from_secs(60);
     let sec = time::Duration::seconds;
-    assert_eq!(check_window(now, now, m15, s60), Ok(()));
-    assert_eq!(check_window(now - sec(900), now, m15, s60), Ok(()));
+    let w = DateWindow::around(now, Duration::from_secs(900));
+    let old = Err(AuthError::DateTooOld { max_age_secs: 900 });
+    let ahead = Err(AuthError::DateInFuture { max_ahead_secs: 60 });
+    assert_eq!(w.check(now), Ok(()));
+    assert_eq!(w.check(now - sec(900)), Ok(()));
+    assert_eq!(w.check(now - sec(901)), old);
+    assert_eq!(w.check(now + sec(60)), Ok(()));
+    assert_eq!(w.check(now + sec(61)), ahead);
+    // A window shorter than the skew bounds the future too.
+    let short = DateWindow::around(now, Duration::from_secs(30));
+    assert_eq!(short.check(now + sec(30)), Ok(()));
     assert_eq!(
-        check_window(now - sec(901), now, m15, s60),
-        Err(AuthError::DateTooOld)
+        short.check(now + sec(31)),
+        Err(AuthError::DateInFuture { max_ahead_secs: 30 })
     );
-    assert_eq!(check_window(now + sec(60), now, m15, s60), Ok(()));
+    let zero = DateWindow::around(now, Duration::ZERO);
     assert_eq!(
-        check_window(now + sec(61), now, m15, s60),
-        Err(AuthError::DateInFuture)
-    );
-    assert_eq!(
-        check_window(now + sec(1), now, m15, Duration::ZERO),
-        Err(AuthError::DateInFuture)
+        zero.check(now + sec(1)),
+        Err(AuthError::DateInFuture { max_ahead_secs: 0 })
     );
     // APIG: 15 minutes either way.
-    let w = SDK_DATE_WINDOW;
-    assert_eq!(check_window(now + sec(900), now, w, w), Ok(()));
+    let w = DateWindow::apig(now);
+    assert_eq!(w.check(now + sec(900)), Ok(()));
     assert_eq!(
-        check_window(now + sec(901), now, w, w),
-        Err(AuthError::DateInFuture)
+        w.check(now + sec(901)),
+        Err(AuthError::DateInFuture {
+            max_ahead_secs: 900
+        })
     );
     // Far-apart dates do not overflow.
     let far = datetime!(9999-12-31 23:59:59 UTC);
     let early = datetime!(0001-01-01 00:00:00 UTC);
-    assert_eq!(check_window(early, far, w, w), Err(AuthError::DateTooOld));
-    assert_eq!(check_window(far, early, w, w), Err(AuthError::DateInFuture));
+    assert!(matches!(
+        DateWindow::apig(far).check(early),
+        Err(AuthError::DateTooOld { .. })
+    ));
+    assert!(matches!(
+        DateWindow::apig(early).check(far),
+        Err(AuthError::DateInFuture { .. })
+    ));
+}
+
+#[test]
+fn date_errors_name_the_window_they_passed() {
+    let now = datetime!(2026-05-01 12:00:00 UTC);
+    let w = DateWindow::around(now, Duration::from_secs(60));
+    let old = w
+        .check(now - time::Duration::seconds(120))
+        .expect_err("old");
+    assert!(old.to_string().contains("60 seconds"), "{old}");
+    assert!(!old.to_string().contains("15 minutes"), "{old}");
+    let ahead = w
+        .check(now + time::Duration::seconds(600))
+        .expect_err("ahead");
+    assert!(ahead.to_string().contains("60 seconds"), "{ahead}");
 }
 
 #[test]
@@ -478,7 +504,15 @@ fn signed_request(body: &[u8], extra: &[(&str, &str)]) -> HeaderMap {
 const NOW: OffsetDateTime = datetime!(2026-05-01 12:00:00 UTC);
 
 fn verify(h: &HeaderMap, body: &[u8], now: OffsetDateTime) -> Result<String, AuthError> {
-    verify_sdk_request("POST", "/v1/p1/files", None, h, body, lookup, now)
+    verify_sdk_request(
+        "POST",
+        "/v1/p1/files",
+        None,
+        h,
+        body,
+        lookup,
+        &DateWindow::apig(now),
+    )
 }
 
 #[test]
@@ -488,10 +522,15 @@ fn verify_accepts_own_signature_and_checks_the_window() {
     let min = time::Duration::minutes;
     assert_eq!(verify(&h, b"{}", NOW + min(15)), Ok(AK.to_owned()));
     assert_eq!(verify(&h, b"{}", NOW - min(15)), Ok(AK.to_owned()));
-    assert_eq!(verify(&h, b"{}", NOW + min(16)), Err(AuthError::DateTooOld));
+    assert_eq!(
+        verify(&h, b"{}", NOW + min(16)),
+        Err(AuthError::DateTooOld { max_age_secs: 900 })
+    );
     assert_eq!(
         verify(&h, b"{}", NOW - min(16)),
-        Err(AuthError::DateInFuture)
+        Err(AuthError::DateInFuture {
+            max_ahead_secs: 900
+        })
     );
     assert_eq!(verify(&h, b"{ }", NOW), Err(AuthError::BadSignature));
     assert_eq!(
@@ -502,24 +541,56 @@ fn verify_accepts_own_signature_and_checks_the_window() {
             &h,
             b"{}",
             |_| Some("x".into()),
-            NOW
+            &DateWindow::apig(NOW)
         ),
         Err(AuthError::BadSignature)
     );
     assert_eq!(
-        verify_sdk_request("POST", "/v1/p1/files", None, &h, b"{}", |_| None, NOW),
+        verify_sdk_request(
+            "POST",
+            "/v1/p1/files",
+            None,
+            &h,
+            b"{}",
+            |_| None,
+            &DateWindow::apig(NOW)
+        ),
         Err(AuthError::UnknownCredentials)
     );
     assert_eq!(
-        verify_sdk_request("PUT", "/v1/p1/files", None, &h, b"{}", lookup, NOW),
+        verify_sdk_request(
+            "PUT",
+            "/v1/p1/files",
+            None,
+            &h,
+            b"{}",
+            lookup,
+            &DateWindow::apig(NOW)
+        ),
         Err(AuthError::BadSignature)
     );
     assert_eq!(
-        verify_sdk_request("POST", "/v1/p2/files", None, &h, b"{}", lookup, NOW),
+        verify_sdk_request(
+            "POST",
+            "/v1/p2/files",
+            None,
+            &h,
+            b"{}",
+            lookup,
+            &DateWindow::apig(NOW)
+        ),
         Err(AuthError::BadSignature)
     );
     assert_eq!(
-        verify_sdk_request("POST", "/v1/p1/files", Some("a=1"), &h, b"{}", lookup, NOW),
+        verify_sdk_request(
+            "POST",
+            "/v1/p1/files",
+            Some("a=1"),
+            &h,
+            b"{}",
+            lookup,
+            &DateWindow::apig(NOW)
+        ),
         Err(AuthError::BadSignature)
     );
 }
@@ -631,7 +702,15 @@ fn error_messages_never_carry_secrets() {
     let sig = auth.rsplit('=').next().unwrap_or_default().to_owned();
     let errs = [
         verify(&h, b"{ }", NOW),
-        verify_sdk_request("POST", "/v1/p1/files", None, &h, b"{}", |_| None, NOW),
+        verify_sdk_request(
+            "POST",
+            "/v1/p1/files",
+            None,
+            &h,
+            b"{}",
+            |_| None,
+            &DateWindow::apig(NOW),
+        ),
         verify(&h, b"{}", NOW + time::Duration::hours(1)),
     ];
     for e in errs {
@@ -730,7 +809,7 @@ fn run(c: &Case) -> Result<String, AuthError> {
                 .find(|v| v.access_key == ak)
                 .map(|v| v.secret_key.clone())
         },
-        c.now,
+        &DateWindow::apig(c.now),
     )
 }
 
@@ -920,9 +999,21 @@ fn sdk_vectors_fail_with_path_query_method_key_or_time_changed() {
         });
         assert_eq!(run(&c), bad, "{}: access key", v.name);
         let c = changed(v, |c| c.now = v.date + time::Duration::minutes(16));
-        assert_eq!(run(&c), Err(AuthError::DateTooOld), "{}: late", v.name);
+        assert_eq!(
+            run(&c),
+            Err(AuthError::DateTooOld { max_age_secs: 900 }),
+            "{}: late",
+            v.name
+        );
         let c = changed(v, |c| c.now = v.date - time::Duration::minutes(16));
-        assert_eq!(run(&c), Err(AuthError::DateInFuture), "{}: early", v.name);
+        assert_eq!(
+            run(&c),
+            Err(AuthError::DateInFuture {
+                max_ahead_secs: 900
+            }),
+            "{}: early",
+            v.name
+        );
     }
 }
 
@@ -1064,7 +1155,7 @@ fn parsers_never_panic() {
             &h2,
             b.as_bytes(),
             |_| Some(a.clone()),
-            NOW,
+            &DateWindow::apig(NOW),
         );
         let _ = UrlSigner::new([0; 32]).verify(&a, 1, &b, i64::MAX, &a, i64::MIN);
     }
