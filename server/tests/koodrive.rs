@@ -509,3 +509,54 @@ async fn x_date_errors_name_the_configured_window() {
         .await;
     assert_eq!(status, 200, "{v}");
 }
+
+/// The `{api}` segment is signed: a URL one API issued does not work through
+/// the other (it would answer in the other dialect, and whatever else comes
+/// to differ between them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upload_url_signature_covers_the_api_segment() {
+    let s = TestServer::start().await;
+    let (_, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "api", "fileType": "45", "length": 4}),
+        )
+        .await;
+    let koo_url = urls[0].clone();
+    assert!(koo_url.contains("/upload/koodrive/"), "{koo_url}");
+    let swapped = koo_url.replace("/upload/koodrive/", "/upload/metastudio/");
+    let resp = s.http.put(&swapped).body("abcd").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error_code"], "MSS.00000001", "{v}");
+
+    let md5 = {
+        use base64::Engine as _;
+        use md5::Digest;
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"wxyz"))
+    };
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            "files",
+            Some(
+                json!({"file_name": "a.png", "file_md5": md5, "file_size": 4,
+                        "file_type": "PNG", "asset_id": "asset-1",
+                        "asset_file_category": "MAIN"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mss_url = v["upload_url"].as_str().unwrap().to_owned();
+    assert!(mss_url.contains("/upload/metastudio/"), "{mss_url}");
+    let swapped = mss_url.replace("/upload/metastudio/", "/upload/koodrive/");
+    let resp = s.http.put(&swapped).body("wxyz").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], 13000001, "{v}");
+
+    // The URLs as issued still work.
+    assert_eq!(s.put(&koo_url, b"abcd".to_vec()).await.0, 200);
+    assert_eq!(s.put(&mss_url, b"wxyz".to_vec()).await.0, 200);
+}

@@ -27,7 +27,7 @@ pub use sdk::{
     check_project, parse_sdk_authorization, sdk_authorization_header, sdk_signature,
     string_to_sign, verify_sdk_request,
 };
-pub use url::UrlSigner;
+pub use url::{UploadGrant, UrlSigner};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 

@@ -1019,38 +1019,56 @@ fn sdk_vectors_fail_with_path_query_method_key_or_time_changed() {
 
 // ------------------------------------------------------- UrlSigner ---
 
+fn grant<'a>(
+    api: &'a str,
+    file_id: &'a str,
+    part: u32,
+    owner: &'a str,
+    exp: i64,
+) -> UploadGrant<'a> {
+    UploadGrant {
+        api,
+        file_id,
+        part,
+        owner,
+        expires_unix: exp,
+    }
+}
+
 #[test]
 fn upload_url_signature_round_trips_and_expires() {
     let s = UrlSigner::new([7u8; 32]);
-    let sig = s.sign("file-1", 3, "alice", 1_000);
+    let g = grant("koodrive", "file-1", 3, "alice", 1_000);
+    let sig = s.sign(&g);
     assert_eq!(sig.len(), 64);
-    assert_eq!(s.verify("file-1", 3, "alice", 1_000, &sig, 999), Ok(()));
-    assert_eq!(s.verify("file-1", 3, "alice", 1_000, &sig, 1_000), Ok(()));
-    assert_eq!(
-        s.verify("file-1", 3, "alice", 1_000, &sig.to_uppercase(), 1_000),
-        Ok(())
-    );
-    assert_eq!(
-        s.verify("file-1", 3, "alice", 1_000, &sig, 1_001),
-        Err(AuthError::UploadUrlExpired)
-    );
+    assert_eq!(s.verify(&g, &sig, 999), Ok(()));
+    assert_eq!(s.verify(&g, &sig, 1_000), Ok(()));
+    assert_eq!(s.verify(&g, &sig.to_uppercase(), 1_000), Ok(()));
+    assert_eq!(s.verify(&g, &sig, 1_001), Err(AuthError::UploadUrlExpired));
     assert!(!format!("{s:?}").contains("7"));
 }
 
 #[test]
 fn upload_url_signature_is_bound_to_every_field_and_key() {
     let s = UrlSigner::new([7u8; 32]);
-    let sig = s.sign("file-1", 3, "alice", 1_000);
+    let g = grant("koodrive", "file-1", 3, "alice", 1_000);
+    let sig = s.sign(&g);
     let forged = Err(AuthError::UploadUrlForged);
-    assert_eq!(s.verify("file-2", 3, "alice", 1_000, &sig, 0), forged);
-    assert_eq!(s.verify("file-1", 4, "alice", 1_000, &sig, 0), forged);
-    assert_eq!(s.verify("file-1", 3, "bob", 1_000, &sig, 0), forged);
-    assert_eq!(s.verify("file-1", 3, "alice", 2_000, &sig, 0), forged);
+    for other in [
+        grant("metastudio", "file-1", 3, "alice", 1_000),
+        grant("koodrive", "file-2", 3, "alice", 1_000),
+        grant("koodrive", "file-1", 4, "alice", 1_000),
+        grant("koodrive", "file-1", 3, "bob", 1_000),
+        grant("koodrive", "file-1", 3, "alice", 2_000),
+    ] {
+        assert_eq!(s.verify(&other, &sig, 0), forged, "{other:?}");
+    }
     // Field boundaries cannot be shifted.
-    let a = s.sign("ab", 1, "c", 5);
-    assert_eq!(s.verify("a", 1, "bc", 5, &a, 0), forged);
+    let a = s.sign(&grant("k", "ab", 1, "c", 5));
+    assert_eq!(s.verify(&grant("k", "a", 1, "bc", 5), &a, 0), forged);
+    assert_eq!(s.verify(&grant("ka", "b", 1, "c", 5), &a, 0), forged);
     let other = UrlSigner::new([8u8; 32]);
-    assert_eq!(other.verify("file-1", 3, "alice", 1_000, &sig, 0), forged);
+    assert_eq!(other.verify(&g, &sig, 0), forged);
     for bad in [
         "",
         "zz",
@@ -1059,14 +1077,11 @@ fn upload_url_signature_is_bound_to_every_field_and_key() {
         &format!("{}g", &sig[..63]),
         &format!("{}é", &sig[..62]),
     ] {
-        assert_eq!(
-            s.verify("file-1", 3, "alice", 1_000, bad, 0),
-            forged,
-            "{bad:?}"
-        );
+        assert_eq!(s.verify(&g, bad, 0), forged, "{bad:?}");
     }
     // Expired and forged: forged wins (says nothing about the real one).
-    assert_eq!(s.verify("file-2", 3, "alice", 1_000, &sig, 5_000), forged);
+    let g2 = grant("koodrive", "file-2", 3, "alice", 1_000);
+    assert_eq!(s.verify(&g2, &sig, 5_000), forged);
 }
 
 #[test]
@@ -1157,6 +1172,6 @@ fn parsers_never_panic() {
             |_| Some(a.clone()),
             &DateWindow::apig(NOW),
         );
-        let _ = UrlSigner::new([0; 32]).verify(&a, 1, &b, i64::MAX, &a, i64::MIN);
+        let _ = UrlSigner::new([0; 32]).verify(&grant(&b, &a, 1, &b, i64::MAX), &a, i64::MIN);
     }
 }
