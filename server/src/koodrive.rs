@@ -82,7 +82,7 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiErr
     auth::DateWindow::around(time::OffsetDateTime::now_utc(), state.settings.date_window)
         .check(date)?;
     let owner = match header(headers, "x-hw-share-folder-id").filter(|s| !s.is_empty()) {
-        None => Owner::new(&user.id)?,
+        None => user.owner()?,
         Some(folder) => {
             let shared = state
                 .credentials
@@ -91,7 +91,7 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiErr
                 .find(|f| f.id == folder)
                 .filter(|f| f.members.contains(&user.id))
                 .ok_or(ApiError::Forbidden)?;
-            Owner::new(&format!("share:{}", shared.id))?
+            shared.owner()?
         }
     };
     Ok(Caller {

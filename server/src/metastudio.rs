@@ -95,7 +95,7 @@ pub fn authenticate(
     {
         return Err(AuthError::ProjectMismatch.into());
     }
-    Ok(Owner::new(&user.id)?)
+    Ok(user.owner()?)
 }
 
 fn check_len(field: &str, v: &str, min: usize, max: usize) -> Result<(), ApiError> {

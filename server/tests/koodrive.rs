@@ -560,3 +560,70 @@ async fn upload_url_signature_covers_the_api_segment() {
     assert_eq!(s.put(&koo_url, b"abcd".to_vec()).await.0, 200);
     assert_eq!(s.put(&mss_url, b"wxyz".to_vec()).await.0, 200);
 }
+
+/// Owners of users and of shared folders are disjoint by construction: a
+/// user whose id spells a folder's owner (the old `share:{id}`, or the new
+/// `folder:{id}`) reaches none of its files, through either API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_named_like_a_shared_folder_cannot_reach_its_files() {
+    let mut opts = Options::default();
+    let impostors = ["share:team", "folder:team"];
+    for id in impostors {
+        opts.credentials.users.push(user(id));
+    }
+    opts.credentials.validate().unwrap();
+    let s = TestServer::start_opts(opts).await;
+    let share = &[("x-hw-share-folder-id", "team".to_owned())];
+    let bytes = b"team data".to_vec();
+    let body = json!({"fileName": "t", "fileType": "45", "length": bytes.len(),
+                      "sha256": sha_hex(&bytes)});
+    let (status, v) = s
+        .koo_with("alice", "files/create", body.clone(), share)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["fileId"].as_str().unwrap().to_owned();
+    let url = v["uploadUrl"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&url, bytes.clone()).await.0, 200);
+    let (status, v) = s
+        .koo_with("alice", "files/complete", json!({"fileId": id}), share)
+        .await;
+    assert_eq!(status, 200, "{v}");
+
+    for who in impostors {
+        // As themselves: the folder's file reads like an unknown one.
+        let (status, v) = s.koo(who, &format!("files/{id}/detail"), json!({})).await;
+        assert_eq!(
+            (status, v["code"].as_i64()),
+            (400, Some(13000401)),
+            "{who}: {v}"
+        );
+        let (status, v) = s.koo(who, "files/complete", json!({"fileId": id})).await;
+        assert_eq!(
+            (status, v["code"].as_i64()),
+            (400, Some(13000401)),
+            "{who}: {v}"
+        );
+        // Flash upload does not find the folder's bytes either.
+        let (status, v) = s.koo(who, "files/create", body.clone()).await;
+        assert_eq!(status, 200, "{who}: {v}");
+        assert_eq!(v["rapidUpload"], false, "{who}: {v}");
+        // Naming the folder: not a member.
+        let (status, v) = s
+            .koo_with(who, &format!("files/{id}/detail"), json!({}), share)
+            .await;
+        assert_eq!(
+            (status, v["code"].as_i64()),
+            (400, Some(13000410)),
+            "{who}: {v}"
+        );
+        // MetaStudio: the same owner as KooDrive for a user, so no way in.
+        let (status, v, _) = s.mss(who, "DELETE", &format!("files/{id}"), None).await;
+        assert_eq!(status, 404, "{who}: {v}");
+    }
+    // The file is intact for members.
+    let (status, v) = s
+        .koo_with("bob", &format!("files/{id}/detail"), json!({}), share)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["sha256"], sha_hex(&bytes));
+}
