@@ -11,7 +11,8 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State as AxState};
+use axum::extract::{FromRequestParts, Path, Request, State as AxState};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -57,7 +58,9 @@ async fn echo_trace_id(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Who is calling, and whose files they act on.
+/// Who is calling, and whose files they act on: the KooDrive
+/// authentication of a request, as an extractor. A refusal answers in
+/// KooDrive's `{code, msg}`.
 pub struct Caller {
     /// The authenticated user id.
     pub user: String,
@@ -65,8 +68,16 @@ pub struct Caller {
     pub owner: Owner,
 }
 
+impl FromRequestParts<State> for Caller {
+    type Rejection = KooError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Caller, KooError> {
+        Ok(authenticate(state, &parts.headers)?)
+    }
+}
+
 /// Checks the Bearer token, `X-User-Id`, `X-Date` and the shared folder.
-pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
+fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let token = header(headers, "authorization")
         .ok_or(AuthError::MissingHeader("Authorization"))
         .and_then(|v| auth::bearer_token(v).ok_or(AuthError::MalformedAuthorization))?;
@@ -211,10 +222,9 @@ fn success(mut v: Value) -> Json<Value> {
 
 async fn create(
     AxState(state): AxState<State>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
 ) -> Result<Json<Value>, KooError> {
-    let caller = authenticate(&state, &headers)?;
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: CreateRequest = parse_json(&bytes)?;
     check_file_name(&req.file_name)?;
@@ -367,10 +377,9 @@ struct UploadUrlRequest {
 
 async fn upload_urls(
     AxState(state): AxState<State>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
 ) -> Result<Json<Value>, KooError> {
-    let caller = authenticate(&state, &headers)?;
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: UploadUrlRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
@@ -395,10 +404,9 @@ struct CompleteRequest {
 
 async fn complete(
     AxState(state): AxState<State>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
 ) -> Result<Json<Value>, KooError> {
-    let caller = authenticate(&state, &headers)?;
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: CompleteRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
@@ -422,10 +430,9 @@ async fn complete(
 async fn detail(
     AxState(state): AxState<State>,
     file_id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
 ) -> Result<Json<Value>, KooError> {
-    let caller = authenticate(&state, &headers)?;
     // The body (containerId, imageProcess) is optional here.
     let _ = read_body(body, state.settings.max_json_body).await?;
     let Path(file_id) = file_id.map_err(crate::path_error)?;

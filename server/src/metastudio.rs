@@ -9,9 +9,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State as AxState};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -62,9 +62,55 @@ async fn add_request_id(req: Request, next: Next) -> Response {
     resp
 }
 
+/// An authenticated MetaStudio request, as an extractor: the owner it acts
+/// for, and its body, read whole (bounded) because the AK/SK signature
+/// covers it. A refusal answers in MetaStudio's `{error_code, error_msg}`.
+pub struct Caller {
+    /// The owner of the files acted on.
+    pub owner: Owner,
+    /// The request body as received, for the handler to parse.
+    pub body: Bytes,
+}
+
+/// The `{project_id}` every MetaStudio route has (other parameters ignored).
+#[derive(Deserialize)]
+struct ProjectParam {
+    project_id: String,
+}
+
+impl FromRequest<State> for Caller {
+    type Rejection = MssError;
+
+    async fn from_request(req: Request, state: &State) -> Result<Caller, MssError> {
+        let (mut parts, body) = req.into_parts();
+        // In this order, as the answers have always come: an unreadable
+        // body or path is a 400 before any authentication.
+        let body = read_body(body, state.settings.max_json_body).await?;
+        let Path(ProjectParam { project_id }) =
+            Path::<ProjectParam>::from_request_parts(&mut parts, state)
+                .await
+                .map_err(crate::path_error)?;
+        // The signature is over the request line as sent, not one a nested
+        // router may have stripped.
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(&parts.uri, |o| &o.0);
+        let owner = authenticate(
+            state,
+            &parts.method,
+            uri,
+            &parts.headers,
+            &body,
+            &project_id,
+        )?;
+        Ok(Caller { owner, body })
+    }
+}
+
 /// Authenticates a request (token or AK/SK signature over `body`) for
 /// `project_id` and returns the owner of the files it acts on.
-pub fn authenticate(
+fn authenticate(
     state: &State,
     method: &Method,
     uri: &Uri,
@@ -90,11 +136,11 @@ pub fn authenticate(
             .user_by_access_key(&ak)
             .ok_or(AuthError::UnknownCredentials)?
     };
-    if user.project_id != project_id
-        || header(headers, "x-project-id").is_some_and(|p| p != project_id)
-    {
-        return Err(AuthError::ProjectMismatch.into());
-    }
+    auth::check_project(
+        project_id,
+        &user.project_id,
+        header(headers, "x-project-id"),
+    )?;
     Ok(user.owner()?)
 }
 
@@ -135,16 +181,9 @@ struct CreateFileRequest {
 
 async fn create_file(
     AxState(state): AxState<State>,
-    project_id: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Caller { owner, body }: Caller,
 ) -> Result<Json<Value>, MssError> {
-    let bytes = read_body(body, state.settings.max_json_body).await?;
-    let Path(project_id) = project_id.map_err(crate::path_error)?;
-    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
-    let req: CreateFileRequest = parse_json(&bytes)?;
+    let req: CreateFileRequest = parse_json(&body)?;
     let labels = asset_labels(
         &req.file_name,
         &req.file_type,
@@ -213,16 +252,9 @@ struct CreateLargeFileRequest {
 
 async fn create_large_file(
     AxState(state): AxState<State>,
-    project_id: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Caller { owner, body }: Caller,
 ) -> Result<Json<Value>, MssError> {
-    let bytes = read_body(body, state.settings.max_json_body).await?;
-    let Path(project_id) = project_id.map_err(crate::path_error)?;
-    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
-    let req: CreateLargeFileRequest = parse_json(&bytes)?;
+    let req: CreateLargeFileRequest = parse_json(&body)?;
     let labels = asset_labels(
         &req.file_name,
         &req.file_type,
@@ -270,15 +302,11 @@ struct ConfirmRequest {
 async fn confirm(
     AxState(state): AxState<State>,
     ids: Result<Path<(String, String)>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Caller { owner, body }: Caller,
 ) -> Result<Json<Value>, MssError> {
-    let bytes = read_body(body, state.settings.max_json_body).await?;
-    let Path((project_id, file_id)) = ids.map_err(crate::path_error)?;
-    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
-    let req: ConfirmRequest = parse_json(&bytes)?;
+    // The caller's extraction has already refused an undecodable path.
+    let Path((_, file_id)) = ids.map_err(crate::path_error)?;
+    let req: ConfirmRequest = parse_json(&body)?;
     let id: FileId = file_id.parse()?;
     match req.state.as_str() {
         "CREATED" => {
@@ -302,14 +330,10 @@ async fn confirm(
 async fn delete_file(
     AxState(state): AxState<State>,
     ids: Result<Path<(String, String)>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Caller { owner, .. }: Caller,
 ) -> Result<Response, MssError> {
-    let bytes = read_body(body, state.settings.max_json_body).await?;
-    let Path((project_id, file_id)) = ids.map_err(crate::path_error)?;
-    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
+    // The caller's extraction has already refused an undecodable path.
+    let Path((_, file_id)) = ids.map_err(crate::path_error)?;
     let id: FileId = file_id.parse()?;
     state
         .blocking(move |e| match e.delete(&owner, &id) {
