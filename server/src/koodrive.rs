@@ -15,11 +15,11 @@ use axum::extract::{FromRequestParts, Path, Request, State as AxState};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use partseal::{FileId, FileSpec, HashCtx, Owner, PartPlan, Sha256};
 
@@ -139,21 +139,94 @@ impl PartInfo {
         )?)
     }
 
-    fn echo(&self, state: &State, id: &FileId, owner: &Owner) -> Result<Value, ApiError> {
-        let mut v = json!({
-            "partNumber": self.part_number,
-            "partSize": self.part_size,
-            "uploadUrl": upload_url(state, Api::KooDrive, id, self.part_number as u32, owner)?,
-            "partId": format!("{id}-{}", self.part_number),
-        });
-        if let Some(o) = self.part_offset {
-            v["partOffset"] = json!(o);
-        }
-        if let Some(c) = &self.hash_ctx {
-            v["hashCtx"] = json!(c);
-        }
-        Ok(v)
+    fn echo(&self, state: &State, id: &FileId, owner: &Owner) -> Result<PartEcho<'_>, ApiError> {
+        // The plan was accepted before any echo, so this holds; an error
+        // rather than a truncating cast all the same.
+        let part = u32::try_from(self.part_number)
+            .map_err(|_| ApiError::bad(format!("part {}: out of range", self.part_number)))?;
+        Ok(PartEcho {
+            part_number: self.part_number,
+            part_size: self.part_size,
+            part_offset: self.part_offset,
+            hash_ctx: self.hash_ctx.as_deref(),
+            upload_url: upload_url(state, Api::KooDrive, id, part, owner)?,
+            part_id: format!("{id}-{}", self.part_number),
+        })
     }
+}
+
+/// A part as answered: what was asked for, with its upload URL.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PartEcho<'a> {
+    part_number: u64,
+    part_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part_offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_ctx: Option<&'a [i128]>,
+    upload_url: String,
+    part_id: String,
+}
+
+/// Every KooDrive success: `code` 0 and `msg`, beside the endpoint's fields.
+#[derive(Serialize)]
+struct Success<T> {
+    code: i64,
+    msg: &'static str,
+    #[serde(flatten)]
+    body: T,
+}
+
+/// The answer of `files/create`, flash upload or not.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateResponse<'a> {
+    file_id: &'a str,
+    rapid_upload: bool,
+    file_name: &'a str,
+    upload_id: &'a str,
+    container_id: &'a str,
+    parent_folder: [&'a str; 1],
+    exist: bool,
+    /// Absent for a flash upload (nothing is left to send).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multi_parts: Option<Vec<PartEcho<'a>>>,
+    /// In `put` mode, the one part's URL again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_url: Option<String>,
+}
+
+/// The answer of `files/multipart/uploadUrl`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadUrlResponse<'a> {
+    multi_parts: Vec<PartEcho<'a>>,
+}
+
+/// The answer of `files/complete`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CompleteResponse<'a> {
+    file_id: &'a str,
+    sha256: String,
+    length: u64,
+    already_completed: bool,
+}
+
+/// The answer of `files/{fileId}/detail`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DetailResponse<'a> {
+    id: &'a str,
+    file_name: String,
+    file_type: String,
+    mime_type: String,
+    parent_folder: [String; 1],
+    size: u64,
+    sha256: String,
+    recycled: bool,
+    container_id: &'a str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -214,17 +287,19 @@ fn plans(parts: &[PartInfo]) -> Result<Vec<PartPlan>, ApiError> {
     parts.iter().map(PartInfo::plan).collect()
 }
 
-fn success(mut v: Value) -> Json<Value> {
-    v["code"] = json!(crate::error::koo::OK);
-    v["msg"] = json!("success.");
-    Json(v)
+fn success<T: Serialize>(body: T) -> Json<Success<T>> {
+    Json(Success {
+        code: crate::error::koo::OK,
+        msg: "success.",
+        body,
+    })
 }
 
 async fn create(
     AxState(state): AxState<State>,
     caller: Caller,
     body: Body,
-) -> Result<Json<Value>, KooError> {
+) -> Result<Response, KooError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: CreateRequest = parse_json(&bytes)?;
     check_file_name(&req.file_name)?;
@@ -314,15 +389,18 @@ async fn create(
             .await?;
         if let Some(id) = hit {
             tracing::info!(file_id = %id, "flash upload");
-            return Ok(success(json!({
-                "fileId": id.as_str(),
-                "rapidUpload": true,
-                "fileName": req.file_name,
-                "uploadId": id.as_str(),
-                "containerId": owner.as_str(),
-                "parentFolder": [parent],
-                "exist": false,
-            })));
+            return Ok(success(CreateResponse {
+                file_id: id.as_str(),
+                rapid_upload: true,
+                file_name: &req.file_name,
+                upload_id: id.as_str(),
+                container_id: owner.as_str(),
+                parent_folder: [&parent],
+                exist: false,
+                multi_parts: None,
+                upload_url: None,
+            })
+            .into_response());
         }
     }
 
@@ -352,20 +430,22 @@ async fn create(
         .iter()
         .map(|p| p.echo(&state, &id, &owner))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut resp = json!({
-        "fileId": id.as_str(),
-        "rapidUpload": false,
-        "fileName": req.file_name,
-        "uploadId": id.as_str(),
-        "containerId": owner.as_str(),
-        "parentFolder": [parent],
-        "exist": false,
-        "multiParts": echoed,
-    });
-    if !multipart {
-        resp["uploadUrl"] = resp["multiParts"][0]["uploadUrl"].clone();
-    }
-    Ok(success(resp))
+    let upload_url = match (multipart, echoed.first()) {
+        (false, Some(p)) => Some(p.upload_url.clone()),
+        _ => None,
+    };
+    Ok(success(CreateResponse {
+        file_id: id.as_str(),
+        rapid_upload: false,
+        file_name: &req.file_name,
+        upload_id: id.as_str(),
+        container_id: owner.as_str(),
+        parent_folder: [&parent],
+        exist: false,
+        multi_parts: Some(echoed),
+        upload_url,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,7 +459,7 @@ async fn upload_urls(
     AxState(state): AxState<State>,
     caller: Caller,
     body: Body,
-) -> Result<Json<Value>, KooError> {
+) -> Result<Response, KooError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: UploadUrlRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
@@ -391,7 +471,10 @@ async fn upload_urls(
         .iter()
         .map(|p| p.echo(&state, &id, &caller.owner))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(success(json!({ "multiParts": echoed })))
+    Ok(success(UploadUrlResponse {
+        multi_parts: echoed,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -406,7 +489,7 @@ async fn complete(
     AxState(state): AxState<State>,
     caller: Caller,
     body: Body,
-) -> Result<Json<Value>, KooError> {
+) -> Result<Response, KooError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: CompleteRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
@@ -419,12 +502,13 @@ async fn complete(
         })
         .await?;
     tracing::info!(file_id = %id, sha256 = %v.sha256, length = v.length, already, "upload completed");
-    Ok(success(json!({
-        "fileId": id.as_str(),
-        "sha256": v.sha256.to_hex(),
-        "length": v.length,
-        "alreadyCompleted": already,
-    })))
+    Ok(success(CompleteResponse {
+        file_id: id.as_str(),
+        sha256: v.sha256.to_hex(),
+        length: v.length,
+        already_completed: already,
+    })
+    .into_response())
 }
 
 async fn detail(
@@ -432,7 +516,7 @@ async fn detail(
     file_id: Result<Path<String>, PathRejection>,
     caller: Caller,
     body: Body,
-) -> Result<Json<Value>, KooError> {
+) -> Result<Response, KooError> {
     // The body (containerId, imageProcess) is optional here.
     let _ = read_body(body, state.settings.max_json_body).await?;
     let Path(file_id) = file_id.map_err(crate::path_error)?;
@@ -440,15 +524,16 @@ async fn detail(
     let (o, i) = (caller.owner.clone(), id.clone());
     let c = state.blocking(move |e| e.get(&o, &i)).await?;
     let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
-    Ok(success(json!({
-        "id": id.as_str(),
-        "fileName": label("fileName"),
-        "fileType": label("fileType"),
-        "mimeType": label("mimeType"),
-        "parentFolder": [label("parentFolder")],
-        "size": c.length,
-        "sha256": c.sha256.to_hex(),
-        "recycled": false,
-        "containerId": caller.owner.as_str(),
-    })))
+    Ok(success(DetailResponse {
+        id: id.as_str(),
+        file_name: label("fileName"),
+        file_type: label("fileType"),
+        mime_type: label("mimeType"),
+        parent_folder: [label("parentFolder")],
+        size: c.length,
+        sha256: c.sha256.to_hex(),
+        recycled: false,
+        container_id: caller.owner.as_str(),
+    })
+    .into_response())
 }

@@ -18,8 +18,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use partseal::{FileId, FileSpec, Owner, PartPlan};
 
@@ -144,6 +143,24 @@ fn authenticate(
     Ok(user.owner()?)
 }
 
+/// The answer of CreateFile.
+#[derive(Serialize)]
+struct CreateFileResponse {
+    file_id: String,
+    upload_url: String,
+}
+
+/// The answer of CreateLargeFile: one URL per segment, in order.
+#[derive(Serialize)]
+struct CreateLargeFileResponse {
+    file_id: String,
+    upload_urls: Vec<String>,
+}
+
+/// The answer of ConfirmFileUpload: an empty object.
+#[derive(Serialize)]
+struct ConfirmResponse {}
+
 fn check_len(field: &str, v: &str, min: usize, max: usize) -> Result<(), ApiError> {
     let n = v.chars().count();
     if n < min || n > max {
@@ -182,7 +199,7 @@ struct CreateFileRequest {
 async fn create_file(
     AxState(state): AxState<State>,
     Caller { owner, body }: Caller,
-) -> Result<Json<Value>, MssError> {
+) -> Result<Json<CreateFileResponse>, MssError> {
     let req: CreateFileRequest = parse_json(&body)?;
     let labels = asset_labels(
         &req.file_name,
@@ -211,10 +228,10 @@ async fn create_file(
     let o = owner.clone();
     let id = state.blocking(move |e| e.create(&o, spec)).await?;
     tracing::info!(file_id = %id, size = req.file_size, "file created");
-    Ok(Json(json!({
-        "file_id": id.as_str(),
-        "upload_url": upload_url(&state, Api::MetaStudio, &id, 1, &owner)?,
-    })))
+    Ok(Json(CreateFileResponse {
+        upload_url: upload_url(&state, Api::MetaStudio, &id, 1, &owner)?,
+        file_id: id.to_string(),
+    }))
 }
 
 /// Checks the fields every MetaStudio file has and returns them as the
@@ -253,7 +270,7 @@ struct CreateLargeFileRequest {
 async fn create_large_file(
     AxState(state): AxState<State>,
     Caller { owner, body }: Caller,
-) -> Result<Json<Value>, MssError> {
+) -> Result<Json<CreateLargeFileResponse>, MssError> {
     let req: CreateLargeFileRequest = parse_json(&body)?;
     let labels = asset_labels(
         &req.file_name,
@@ -288,7 +305,10 @@ async fn create_large_file(
     let urls = (1..=count)
         .map(|n| upload_url(&state, Api::MetaStudio, &id, n, &owner))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "file_id": id.as_str(), "upload_urls": urls })))
+    Ok(Json(CreateLargeFileResponse {
+        file_id: id.to_string(),
+        upload_urls: urls,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,7 +323,7 @@ async fn confirm(
     AxState(state): AxState<State>,
     ids: Result<Path<(String, String)>, PathRejection>,
     Caller { owner, body }: Caller,
-) -> Result<Json<Value>, MssError> {
+) -> Result<Json<ConfirmResponse>, MssError> {
     // The caller's extraction has already refused an undecodable path.
     let Path((_, file_id)) = ids.map_err(crate::path_error)?;
     let req: ConfirmRequest = parse_json(&body)?;
@@ -324,7 +344,7 @@ async fn confirm(
             .into());
         }
     }
-    Ok(Json(json!({})))
+    Ok(Json(ConfirmResponse {}))
 }
 
 async fn delete_file(
