@@ -332,9 +332,23 @@ impl Credentials {
     }
 }
 
-fn random_hex(bytes: usize) -> std::io::Result<String> {
+/// Fills `b` from the operating system's random source: the server's one
+/// source of secrets, keys and ids.
+fn fill_random(b: &mut [u8]) -> std::io::Result<()> {
+    getrandom::fill(b).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// `N` random bytes (a key).
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    fill_random(&mut b)?;
+    Ok(b)
+}
+
+/// `bytes` random bytes as lower-case hex (a token, an id).
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
     let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+    fill_random(&mut b)?;
     Ok(hex::encode(b))
 }
 
@@ -353,8 +367,7 @@ pub fn url_key(data: &Path) -> std::io::Result<[u8; 32]> {
             path.display()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut k = [0u8; 32];
-            getrandom::fill(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let k = random_bytes::<32>()?;
             fs::create_dir_all(data)?;
             if !create_private_file(&path, &k)? {
                 return url_key(data);
@@ -428,6 +441,24 @@ mod tests {
             users,
             shared_folders,
         }
+    }
+
+    #[test]
+    fn random_values_differ_and_have_their_length() {
+        let (a, b) = (
+            random_hex(16).expect("random"),
+            random_hex(16).expect("random"),
+        );
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a, b);
+        assert_ne!(
+            random_bytes::<32>().expect("random"),
+            random_bytes::<32>().expect("random")
+        );
     }
 
     #[test]

@@ -96,8 +96,8 @@ pub enum AuthError {
     /// An upload URL whose signature holds but whose time is up.
     #[error("the upload URL has expired")]
     UploadUrlExpired,
-    /// An upload URL whose signature does not hold for this file, part and
-    /// owner.
+    /// An upload URL whose signature does not hold for this API, file, part,
+    /// owner and expiry.
     #[error("the upload URL signature is not valid for this file and part")]
     UploadUrlForged,
 }
@@ -106,23 +106,6 @@ pub enum AuthError {
 /// itself is not secret).
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).to_bool()
-}
-
-/// Scans every candidate for `token` with [`ct_eq`], without stopping at the
-/// first match, so the time taken says nothing about which one (if any)
-/// matched.
-pub fn find_by_secret<'a, T>(
-    candidates: &'a [T],
-    secret: &str,
-    secret_of: impl Fn(&T) -> &str,
-) -> Option<&'a T> {
-    let mut found = None;
-    for c in candidates {
-        if ct_eq(secret_of(c).as_bytes(), secret.as_bytes()) && found.is_none() {
-            found = Some(c);
-        }
-    }
-    found
 }
 
 /// A keyed HMAC-SHA256. HMAC takes keys of any length (longer ones are hashed

@@ -44,27 +44,11 @@ impl UrlSigner {
     const TAG: &'static [u8] = b"partseal upload url v2\0";
 
     /// A signer keyed with `key` (keep it across restarts, or earlier URLs
-    /// stop working).
+    /// stop working; `config::url_key` does).
     pub fn new(key: [u8; 32]) -> UrlSigner {
         UrlSigner {
             mac: hmac_with(&key),
         }
-    }
-
-    /// A fresh random key from the operating system.
-    pub fn try_generate_key() -> Result<[u8; 32], getrandom::Error> {
-        let mut key = [0u8; 32];
-        getrandom::fill(&mut key)?;
-        Ok(key)
-    }
-
-    /// A fresh random key from the operating system.
-    ///
-    /// # Panics
-    /// If the operating system has no randomness to give (see
-    /// [`UrlSigner::try_generate_key`] to handle that instead).
-    pub fn generate_key() -> [u8; 32] {
-        Self::try_generate_key().expect("the operating system's random source failed")
     }
 
     /// The MAC state after an unambiguous encoding of the fields: each string
