@@ -14,7 +14,7 @@
 //!   accepts (unless the access key or header list is outside the parser's
 //!   documented bounds, which are then refused as malformed); one changed
 //!   body byte is refused unless the payload was signed as
-//!   `UNSIGNED-PAYLOAD`; another secret is refused; the date window is
+//!   `UNSIGNED-PAYLOAD`; another secret is refused; APIG's date window is
 //!   15 minutes either way, inclusive.
 #![no_main]
 
@@ -22,7 +22,7 @@ use arbitrary::Arbitrary;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
 use partseal_server::auth::{
-    AuthError, MAX_ACCESS_KEY_LEN, MAX_AUTHORIZATION_LEN, MAX_SIGNED_HEADER_NAME_LEN,
+    AuthError, DateWindow, MAX_ACCESS_KEY_LEN, MAX_AUTHORIZATION_LEN, MAX_SIGNED_HEADER_NAME_LEN,
     MAX_SIGNED_HEADERS, SDK_ALGORITHM, UNSIGNED_PAYLOAD, canonical_request, format_compact_date,
     parse_sdk_authorization, sdk_authorization_header, verify_sdk_request,
 };
@@ -409,7 +409,7 @@ fn check_signed(s: &Signed) {
             headers,
             body,
             |k| (k == ak).then(|| secret.to_owned()),
-            now,
+            &DateWindow::apig(now),
         )
     };
     let res = verify(&headers, &s.body, &s.secret_key, when);
@@ -426,7 +426,7 @@ fn check_signed(s: &Signed) {
         "a correctly signed request was refused"
     );
 
-    // The window: 15 minutes either way, inclusive.
+    // APIG's window: 15 minutes either way, inclusive.
     let minutes = |m: i64| time::Duration::minutes(m);
     let sec = time::Duration::seconds(1);
     assert_eq!(
@@ -439,11 +439,13 @@ fn check_signed(s: &Signed) {
     );
     assert_eq!(
         verify(&headers, &s.body, &s.secret_key, when + minutes(15) + sec),
-        Err(AuthError::DateTooOld)
+        Err(AuthError::DateTooOld { max_age_secs: 900 })
     );
     assert_eq!(
         verify(&headers, &s.body, &s.secret_key, when - minutes(15) - sec),
-        Err(AuthError::DateInFuture)
+        Err(AuthError::DateInFuture {
+            max_ahead_secs: 900
+        })
     );
 
     // Another secret.

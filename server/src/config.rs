@@ -57,7 +57,8 @@ pub struct Args {
     /// Seconds a request body may stall before the request is cut off.
     #[arg(long, env = "PARTSEAL_BODY_TIMEOUT", default_value_t = 30)]
     pub body_timeout_secs: u64,
-    /// Seconds an X-Date or X-Sdk-Date may be old (and, for X-Sdk-Date, early).
+    /// Seconds an X-Date or X-Sdk-Date may be behind the server's clock (either
+    /// may be ahead by 60 s, or by this if less).
     #[arg(long, env = "PARTSEAL_DATE_WINDOW", default_value_t = 900)]
     pub date_window_secs: u64,
     /// Seconds an upload URL stays valid.
@@ -117,7 +118,8 @@ pub struct Settings {
 /// One user of the server.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct User {
-    /// The user id (KooDrive's `X-User-Id`; the owner of the user's files).
+    /// The user id (KooDrive's `X-User-Id`); its files belong to the owner
+    /// `user:{id}` (see [`OwnerKind`]).
     pub id: String,
     /// Bearer token (KooDrive) and `X-Auth-Token` (MetaStudio).
     pub token: String,
@@ -136,6 +138,50 @@ pub struct SharedFolder {
     pub id: String,
     /// User ids that may act in it.
     pub members: Vec<String>,
+}
+
+/// The two kinds of owner of files, each with its own namespace of engine
+/// owner ids: a user's files belong to `user:{id}`, a shared folder's to
+/// `folder:{id}`. The prefixes differ before the first `:`, so no user id
+/// and no folder id, whatever their text, can name the same owner; both
+/// APIs build owners here and nowhere else.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OwnerKind {
+    /// A user (KooDrive `X-User-Id`, a MetaStudio AK/SK or token holder).
+    User,
+    /// A shared folder (`x-hw-share-folder-id`).
+    Folder,
+}
+
+impl OwnerKind {
+    /// The engine owner for `id` of this kind. Fails for an empty id, and
+    /// for one the engine refuses once prefixed.
+    pub fn owner(self, id: &str) -> Result<Owner, partseal::Error> {
+        let kind = match self {
+            OwnerKind::User => "user",
+            OwnerKind::Folder => "folder",
+        };
+        if id.is_empty() {
+            return Err(partseal::Error::BadId(format!(
+                "a {kind} id must not be empty"
+            )));
+        }
+        Owner::new(&format!("{kind}:{id}"))
+    }
+}
+
+impl User {
+    /// The owner of this user's own files.
+    pub fn owner(&self) -> Result<Owner, partseal::Error> {
+        OwnerKind::User.owner(&self.id)
+    }
+}
+
+impl SharedFolder {
+    /// The owner of the folder's files.
+    pub fn owner(&self) -> Result<Owner, partseal::Error> {
+        OwnerKind::Folder.owner(&self.id)
+    }
 }
 
 /// The credentials file.
@@ -220,19 +266,33 @@ impl Credentials {
         })
     }
 
-    /// Checks ids and secrets: ids valid as owners, no duplicates, secrets
-    /// long enough to resist guessing.
+    /// Checks ids and secrets, naming the offending value (a token or secret
+    /// key by the users holding it, never by its text): every id valid as
+    /// an owner of its kind; user ids, folder ids, tokens and access keys
+    /// each unique; no id both a user's and a folder's (the owners would
+    /// differ, but an operator reading either would not know which was
+    /// meant); folder members existing users; secrets long enough to resist
+    /// guessing.
     pub fn validate(&self) -> Result<(), String> {
-        let mut seen = std::collections::HashSet::new();
+        use std::collections::{HashMap, HashSet};
+        let mut ids: HashSet<&str> = HashSet::new();
+        let mut tokens: HashMap<&str, &str> = HashMap::new();
+        let mut keys: HashMap<&str, &str> = HashMap::new();
         for u in &self.users {
-            Owner::new(&u.id).map_err(|e| format!("user id {:?}: {e}", u.id))?;
-            if !seen.insert(("id", u.id.as_str()))
-                || !seen.insert(("token", u.token.as_str()))
-                || !seen.insert(("ak", u.access_key.as_str()))
-            {
+            u.owner().map_err(|e| format!("user id {:?}: {e}", u.id))?;
+            if !ids.insert(&u.id) {
+                return Err(format!("user id {:?} appears twice", u.id));
+            }
+            if let Some(other) = tokens.insert(&u.token, &u.id) {
                 return Err(format!(
-                    "user {:?}: id, token or access key used twice",
+                    "users {other:?} and {:?} have the same token",
                     u.id
+                ));
+            }
+            if let Some(other) = keys.insert(&u.access_key, &u.id) {
+                return Err(format!(
+                    "users {other:?} and {:?} have the same access key {:?}",
+                    u.id, u.access_key
                 ));
             }
             if u.token.len() < 16 || u.secret_key.len() < 16 {
@@ -248,16 +308,47 @@ impl Credentials {
                 ));
             }
         }
+        let mut folders = HashSet::new();
         for f in &self.shared_folders {
-            Owner::new(&f.id).map_err(|e| format!("shared folder {:?}: {e}", f.id))?;
+            f.owner()
+                .map_err(|e| format!("shared folder id {:?}: {e}", f.id))?;
+            if !folders.insert(f.id.as_str()) {
+                return Err(format!("shared folder id {:?} appears twice", f.id));
+            }
+            if ids.contains(f.id.as_str()) {
+                return Err(format!(
+                    "{:?} is both a user id and a shared folder id",
+                    f.id
+                ));
+            }
+            if let Some(m) = f.members.iter().find(|m| !ids.contains(m.as_str())) {
+                return Err(format!(
+                    "shared folder {:?}: member {m:?} is not a user",
+                    f.id
+                ));
+            }
         }
         Ok(())
     }
 }
 
-fn random_hex(bytes: usize) -> std::io::Result<String> {
+/// Fills `b` from the operating system's random source: the server's one
+/// source of secrets, keys and ids.
+fn fill_random(b: &mut [u8]) -> std::io::Result<()> {
+    getrandom::fill(b).map_err(|e| std::io::Error::other(e.to_string()))
+}
+
+/// `N` random bytes (a key).
+pub fn random_bytes<const N: usize>() -> std::io::Result<[u8; N]> {
+    let mut b = [0u8; N];
+    fill_random(&mut b)?;
+    Ok(b)
+}
+
+/// `bytes` random bytes as lower-case hex (a token, an id).
+pub fn random_hex(bytes: usize) -> std::io::Result<String> {
     let mut b = vec![0u8; bytes];
-    getrandom::fill(&mut b).map_err(|e| std::io::Error::other(e.to_string()))?;
+    fill_random(&mut b)?;
     Ok(hex::encode(b))
 }
 
@@ -276,8 +367,7 @@ pub fn url_key(data: &Path) -> std::io::Result<[u8; 32]> {
             path.display()
         ))),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut k = [0u8; 32];
-            getrandom::fill(&mut k).map_err(|e| std::io::Error::other(e.to_string()))?;
+            let k = random_bytes::<32>()?;
             fs::create_dir_all(data)?;
             if !create_private_file(&path, &k)? {
                 return url_key(data);
@@ -323,4 +413,136 @@ fn create_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     let _ = fs::remove_file(&tmp);
     fs::File::open(dir)?.sync_all()?;
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> User {
+        User {
+            id: id.into(),
+            token: format!("token-of-{id}-0123456789"),
+            access_key: format!("AK-{id}"),
+            secret_key: format!("secret-of-{id}-0123456789"),
+            project_id: format!("project-{id}"),
+        }
+    }
+
+    fn folder(id: &str, members: &[&str]) -> SharedFolder {
+        SharedFolder {
+            id: id.into(),
+            members: members.iter().map(|m| (*m).to_owned()).collect(),
+        }
+    }
+
+    fn creds(users: Vec<User>, shared_folders: Vec<SharedFolder>) -> Credentials {
+        Credentials {
+            users,
+            shared_folders,
+        }
+    }
+
+    #[test]
+    fn random_values_differ_and_have_their_length() {
+        let (a, b) = (
+            random_hex(16).expect("random"),
+            random_hex(16).expect("random"),
+        );
+        assert_eq!(a.len(), 32);
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_ne!(a, b);
+        assert_ne!(
+            random_bytes::<32>().expect("random"),
+            random_bytes::<32>().expect("random")
+        );
+    }
+
+    #[test]
+    fn owners_of_users_and_folders_never_coincide() {
+        // The ids that used to collide: a user named like the old folder
+        // owner, and one named like the new.
+        for id in ["team", "share:team", "folder:team", "user:team"] {
+            let as_user = OwnerKind::User.owner(id).expect("valid");
+            for folder in ["team", "share:team", "folder:team", "user:team"] {
+                let as_folder = OwnerKind::Folder.owner(folder).expect("valid");
+                assert_ne!(as_user, as_folder, "user {id:?} vs folder {folder:?}");
+            }
+        }
+        assert_eq!(user("alice").owner().expect("valid").as_str(), "user:alice");
+        assert_eq!(
+            folder("team", &[]).owner().expect("valid").as_str(),
+            "folder:team"
+        );
+        assert!(OwnerKind::User.owner("").is_err());
+    }
+
+    #[test]
+    fn credentials_with_colliding_ids_are_refused() {
+        let ok = creds(
+            vec![user("alice"), user("bob")],
+            vec![folder("team", &["alice", "bob"])],
+        );
+        assert_eq!(ok.validate(), Ok(()));
+
+        let mut same_token = user("bob");
+        same_token.token = user("alice").token;
+        let mut same_key = user("bob");
+        same_key.access_key = "AK-alice".into();
+        let cases = [
+            (
+                creds(vec![user("alice"), user("alice")], vec![]),
+                "user id \"alice\" appears twice",
+            ),
+            (
+                creds(
+                    vec![user("alice")],
+                    vec![folder("team", &[]), folder("team", &[])],
+                ),
+                "shared folder id \"team\" appears twice",
+            ),
+            (
+                creds(vec![user("alice"), user("team")], vec![folder("team", &[])]),
+                "\"team\" is both a user id and a shared folder id",
+            ),
+            (
+                creds(vec![user("alice"), same_token], vec![]),
+                "users \"alice\" and \"bob\" have the same token",
+            ),
+            (
+                creds(vec![user("alice"), same_key], vec![]),
+                "users \"alice\" and \"bob\" have the same access key \"AK-alice\"",
+            ),
+            (
+                creds(vec![user("alice")], vec![folder("team", &["alice", "zed"])]),
+                "shared folder \"team\": member \"zed\" is not a user",
+            ),
+            (creds(vec![user("")], vec![]), "user id \"\""),
+            (creds(vec![user("a/b")], vec![]), "user id \"a/b\""),
+            (
+                creds(vec![user(&"u".repeat(500))], vec![]),
+                "user id \"uuuu",
+            ),
+            (
+                creds(vec![user("alice")], vec![folder("a b", &[])]),
+                "shared folder id \"a b\"",
+            ),
+        ];
+        for (c, want) in cases {
+            match c.validate() {
+                Err(msg) => assert!(msg.contains(want), "{msg:?} does not name {want:?}"),
+                Ok(()) => panic!("accepted: {want}"),
+            }
+        }
+        // A token is named by its holders, never shown.
+        let mut same_token = user("bob");
+        same_token.token = user("alice").token;
+        let msg = creds(vec![user("alice"), same_token], vec![])
+            .validate()
+            .expect_err("refused");
+        assert!(!msg.contains(&user("alice").token), "{msg}");
+    }
 }

@@ -109,8 +109,8 @@ impl IntoResponse for KooError {
         let (status, code) = match &self.0 {
             ApiError::Auth(AuthError::DateMissing)
             | ApiError::Auth(AuthError::DateMalformed)
-            | ApiError::Auth(AuthError::DateTooOld)
-            | ApiError::Auth(AuthError::DateInFuture) => {
+            | ApiError::Auth(AuthError::DateTooOld { .. })
+            | ApiError::Auth(AuthError::DateInFuture { .. }) => {
                 (StatusCode::UNAUTHORIZED, koo::DATE_INVALID)
             }
             ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, koo::AUTH_FAILED),

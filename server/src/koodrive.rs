@@ -11,14 +11,15 @@ use std::collections::BTreeMap;
 
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State as AxState};
+use axum::extract::{FromRequestParts, Path, Request, State as AxState};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
 use partseal::{FileId, FileSpec, HashCtx, Owner, PartPlan, Sha256};
 
@@ -33,8 +34,6 @@ pub const MAX_PUT_LENGTH: u64 = 5 << 30;
 pub const MAX_FILE_NAME: usize = 250;
 /// Characters a file name may not contain.
 pub const FORBIDDEN_NAME_CHARS: &[char] = &['<', '>', '|', ':', '"', '*', '?', '/', '\\'];
-/// Clock skew tolerated for an `X-Date` slightly ahead of the server.
-pub const DATE_SKEW: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// The KooDrive routes.
 pub fn routes() -> Router<State> {
@@ -59,7 +58,9 @@ async fn echo_trace_id(req: Request, next: Next) -> Response {
     resp
 }
 
-/// Who is calling, and whose files they act on.
+/// Who is calling, and whose files they act on: the KooDrive
+/// authentication of a request, as an extractor. A refusal answers in
+/// KooDrive's `{code, msg}`.
 pub struct Caller {
     /// The authenticated user id.
     pub user: String,
@@ -67,8 +68,16 @@ pub struct Caller {
     pub owner: Owner,
 }
 
+impl FromRequestParts<State> for Caller {
+    type Rejection = KooError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Caller, KooError> {
+        Ok(authenticate(state, &parts.headers)?)
+    }
+}
+
 /// Checks the Bearer token, `X-User-Id`, `X-Date` and the shared folder.
-pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
+fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
     let token = header(headers, "authorization")
         .ok_or(AuthError::MissingHeader("Authorization"))
         .and_then(|v| auth::bearer_token(v).ok_or(AuthError::MalformedAuthorization))?;
@@ -81,14 +90,10 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiErr
     }
     let date = header(headers, "x-date").ok_or(AuthError::DateMissing)?;
     let date = auth::parse_compact_date(date)?;
-    auth::check_window(
-        date,
-        time::OffsetDateTime::now_utc(),
-        state.settings.date_window,
-        DATE_SKEW,
-    )?;
+    auth::DateWindow::around(time::OffsetDateTime::now_utc(), state.settings.date_window)
+        .check(date)?;
     let owner = match header(headers, "x-hw-share-folder-id").filter(|s| !s.is_empty()) {
-        None => Owner::new(&user.id)?,
+        None => user.owner()?,
         Some(folder) => {
             let shared = state
                 .credentials
@@ -97,7 +102,7 @@ pub fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiErr
                 .find(|f| f.id == folder)
                 .filter(|f| f.members.contains(&user.id))
                 .ok_or(ApiError::Forbidden)?;
-            Owner::new(&format!("share:{}", shared.id))?
+            shared.owner()?
         }
     };
     Ok(Caller {
@@ -134,21 +139,94 @@ impl PartInfo {
         )?)
     }
 
-    fn echo(&self, state: &State, id: &FileId, owner: &Owner) -> Result<Value, ApiError> {
-        let mut v = json!({
-            "partNumber": self.part_number,
-            "partSize": self.part_size,
-            "uploadUrl": upload_url(state, Api::KooDrive, id, self.part_number as u32, owner)?,
-            "partId": format!("{id}-{}", self.part_number),
-        });
-        if let Some(o) = self.part_offset {
-            v["partOffset"] = json!(o);
-        }
-        if let Some(c) = &self.hash_ctx {
-            v["hashCtx"] = json!(c);
-        }
-        Ok(v)
+    fn echo(&self, state: &State, id: &FileId, owner: &Owner) -> Result<PartEcho<'_>, ApiError> {
+        // The plan was accepted before any echo, so this holds; an error
+        // rather than a truncating cast all the same.
+        let part = u32::try_from(self.part_number)
+            .map_err(|_| ApiError::bad(format!("part {}: out of range", self.part_number)))?;
+        Ok(PartEcho {
+            part_number: self.part_number,
+            part_size: self.part_size,
+            part_offset: self.part_offset,
+            hash_ctx: self.hash_ctx.as_deref(),
+            upload_url: upload_url(state, Api::KooDrive, id, part, owner)?,
+            part_id: format!("{id}-{}", self.part_number),
+        })
     }
+}
+
+/// A part as answered: what was asked for, with its upload URL.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PartEcho<'a> {
+    part_number: u64,
+    part_size: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    part_offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash_ctx: Option<&'a [i128]>,
+    upload_url: String,
+    part_id: String,
+}
+
+/// Every KooDrive success: `code` 0 and `msg`, beside the endpoint's fields.
+#[derive(Serialize)]
+struct Success<T> {
+    code: i64,
+    msg: &'static str,
+    #[serde(flatten)]
+    body: T,
+}
+
+/// The answer of `files/create`, flash upload or not.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateResponse<'a> {
+    file_id: &'a str,
+    rapid_upload: bool,
+    file_name: &'a str,
+    upload_id: &'a str,
+    container_id: &'a str,
+    parent_folder: [&'a str; 1],
+    exist: bool,
+    /// Absent for a flash upload (nothing is left to send).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    multi_parts: Option<Vec<PartEcho<'a>>>,
+    /// In `put` mode, the one part's URL again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_url: Option<String>,
+}
+
+/// The answer of `files/multipart/uploadUrl`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct UploadUrlResponse<'a> {
+    multi_parts: Vec<PartEcho<'a>>,
+}
+
+/// The answer of `files/complete`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct CompleteResponse<'a> {
+    file_id: &'a str,
+    sha256: String,
+    length: u64,
+    already_completed: bool,
+}
+
+/// The answer of `files/{fileId}/detail`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct DetailResponse<'a> {
+    id: &'a str,
+    file_name: String,
+    file_type: String,
+    mime_type: String,
+    parent_folder: [String; 1],
+    size: u64,
+    sha256: String,
+    recycled: bool,
+    container_id: &'a str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -209,18 +287,19 @@ fn plans(parts: &[PartInfo]) -> Result<Vec<PartPlan>, ApiError> {
     parts.iter().map(PartInfo::plan).collect()
 }
 
-fn success(mut v: Value) -> Json<Value> {
-    v["code"] = json!(crate::error::koo::OK);
-    v["msg"] = json!("success.");
-    Json(v)
+fn success<T: Serialize>(body: T) -> Json<Success<T>> {
+    Json(Success {
+        code: crate::error::koo::OK,
+        msg: "success.",
+        body,
+    })
 }
 
 async fn create(
     AxState(state): AxState<State>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
-) -> Result<Json<Value>, KooError> {
-    let caller = authenticate(&state, &headers)?;
+) -> Result<Response, KooError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: CreateRequest = parse_json(&bytes)?;
     check_file_name(&req.file_name)?;
@@ -310,15 +389,18 @@ async fn create(
             .await?;
         if let Some(id) = hit {
             tracing::info!(file_id = %id, "flash upload");
-            return Ok(success(json!({
-                "fileId": id.as_str(),
-                "rapidUpload": true,
-                "fileName": req.file_name,
-                "uploadId": id.as_str(),
-                "containerId": owner.as_str(),
-                "parentFolder": [parent],
-                "exist": false,
-            })));
+            return Ok(success(CreateResponse {
+                file_id: id.as_str(),
+                rapid_upload: true,
+                file_name: &req.file_name,
+                upload_id: id.as_str(),
+                container_id: owner.as_str(),
+                parent_folder: [&parent],
+                exist: false,
+                multi_parts: None,
+                upload_url: None,
+            })
+            .into_response());
         }
     }
 
@@ -348,20 +430,22 @@ async fn create(
         .iter()
         .map(|p| p.echo(&state, &id, &owner))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut resp = json!({
-        "fileId": id.as_str(),
-        "rapidUpload": false,
-        "fileName": req.file_name,
-        "uploadId": id.as_str(),
-        "containerId": owner.as_str(),
-        "parentFolder": [parent],
-        "exist": false,
-        "multiParts": echoed,
-    });
-    if !multipart {
-        resp["uploadUrl"] = resp["multiParts"][0]["uploadUrl"].clone();
-    }
-    Ok(success(resp))
+    let upload_url = match (multipart, echoed.first()) {
+        (false, Some(p)) => Some(p.upload_url.clone()),
+        _ => None,
+    };
+    Ok(success(CreateResponse {
+        file_id: id.as_str(),
+        rapid_upload: false,
+        file_name: &req.file_name,
+        upload_id: id.as_str(),
+        container_id: owner.as_str(),
+        parent_folder: [&parent],
+        exist: false,
+        multi_parts: Some(echoed),
+        upload_url,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -373,10 +457,9 @@ struct UploadUrlRequest {
 
 async fn upload_urls(
     AxState(state): AxState<State>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
-) -> Result<Json<Value>, KooError> {
-    let caller = authenticate(&state, &headers)?;
+) -> Result<Response, KooError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: UploadUrlRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
@@ -388,7 +471,10 @@ async fn upload_urls(
         .iter()
         .map(|p| p.echo(&state, &id, &caller.owner))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(success(json!({ "multiParts": echoed })))
+    Ok(success(UploadUrlResponse {
+        multi_parts: echoed,
+    })
+    .into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -401,10 +487,9 @@ struct CompleteRequest {
 
 async fn complete(
     AxState(state): AxState<State>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
-) -> Result<Json<Value>, KooError> {
-    let caller = authenticate(&state, &headers)?;
+) -> Result<Response, KooError> {
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: CompleteRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
@@ -417,21 +502,21 @@ async fn complete(
         })
         .await?;
     tracing::info!(file_id = %id, sha256 = %v.sha256, length = v.length, already, "upload completed");
-    Ok(success(json!({
-        "fileId": id.as_str(),
-        "sha256": v.sha256.to_hex(),
-        "length": v.length,
-        "alreadyCompleted": already,
-    })))
+    Ok(success(CompleteResponse {
+        file_id: id.as_str(),
+        sha256: v.sha256.to_hex(),
+        length: v.length,
+        already_completed: already,
+    })
+    .into_response())
 }
 
 async fn detail(
     AxState(state): AxState<State>,
     file_id: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
+    caller: Caller,
     body: Body,
-) -> Result<Json<Value>, KooError> {
-    let caller = authenticate(&state, &headers)?;
+) -> Result<Response, KooError> {
     // The body (containerId, imageProcess) is optional here.
     let _ = read_body(body, state.settings.max_json_body).await?;
     let Path(file_id) = file_id.map_err(crate::path_error)?;
@@ -439,15 +524,16 @@ async fn detail(
     let (o, i) = (caller.owner.clone(), id.clone());
     let c = state.blocking(move |e| e.get(&o, &i)).await?;
     let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
-    Ok(success(json!({
-        "id": id.as_str(),
-        "fileName": label("fileName"),
-        "fileType": label("fileType"),
-        "mimeType": label("mimeType"),
-        "parentFolder": [label("parentFolder")],
-        "size": c.length,
-        "sha256": c.sha256.to_hex(),
-        "recycled": false,
-        "containerId": caller.owner.as_str(),
-    })))
+    Ok(success(DetailResponse {
+        id: id.as_str(),
+        file_name: label("fileName"),
+        file_type: label("fileType"),
+        mime_type: label("mimeType"),
+        parent_folder: [label("parentFolder")],
+        size: c.length,
+        sha256: c.sha256.to_hex(),
+        recycled: false,
+        container_id: caller.owner.as_str(),
+    })
+    .into_response())
 }

@@ -147,9 +147,8 @@ pub fn app(state: State) -> Router {
 
 /// A fresh random request id (32 hex digits).
 pub fn request_id() -> HeaderValue {
-    let mut b = [0u8; 16];
-    let _ = getrandom::fill(&mut b);
-    HeaderValue::from_str(&hex::encode(b)).unwrap_or(HeaderValue::from_static("0"))
+    let id = config::random_hex(16).unwrap_or_else(|_| "0".repeat(32));
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("0"))
 }
 
 /// `X-Request-Id`.

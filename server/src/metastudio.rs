@@ -9,17 +9,16 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{Path, Request, State as AxState};
+use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request, State as AxState};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
 
 use partseal::{FileId, FileSpec, Owner, PartPlan};
 
@@ -62,9 +61,55 @@ async fn add_request_id(req: Request, next: Next) -> Response {
     resp
 }
 
+/// An authenticated MetaStudio request, as an extractor: the owner it acts
+/// for, and its body, read whole (bounded) because the AK/SK signature
+/// covers it. A refusal answers in MetaStudio's `{error_code, error_msg}`.
+pub struct Caller {
+    /// The owner of the files acted on.
+    pub owner: Owner,
+    /// The request body as received, for the handler to parse.
+    pub body: Bytes,
+}
+
+/// The `{project_id}` every MetaStudio route has (other parameters ignored).
+#[derive(Deserialize)]
+struct ProjectParam {
+    project_id: String,
+}
+
+impl FromRequest<State> for Caller {
+    type Rejection = MssError;
+
+    async fn from_request(req: Request, state: &State) -> Result<Caller, MssError> {
+        let (mut parts, body) = req.into_parts();
+        // In this order, as the answers have always come: an unreadable
+        // body or path is a 400 before any authentication.
+        let body = read_body(body, state.settings.max_json_body).await?;
+        let Path(ProjectParam { project_id }) =
+            Path::<ProjectParam>::from_request_parts(&mut parts, state)
+                .await
+                .map_err(crate::path_error)?;
+        // The signature is over the request line as sent, not one a nested
+        // router may have stripped.
+        let uri = parts
+            .extensions
+            .get::<OriginalUri>()
+            .map_or(&parts.uri, |o| &o.0);
+        let owner = authenticate(
+            state,
+            &parts.method,
+            uri,
+            &parts.headers,
+            &body,
+            &project_id,
+        )?;
+        Ok(Caller { owner, body })
+    }
+}
+
 /// Authenticates a request (token or AK/SK signature over `body`) for
 /// `project_id` and returns the owner of the files it acts on.
-pub fn authenticate(
+fn authenticate(
     state: &State,
     method: &Method,
     uri: &Uri,
@@ -84,19 +129,37 @@ pub fn authenticate(
             headers,
             body,
             |ak| state.user_by_access_key(ak).map(|u| u.secret_key.clone()),
-            time::OffsetDateTime::now_utc(),
+            &auth::DateWindow::around(time::OffsetDateTime::now_utc(), state.settings.date_window),
         )?;
         state
             .user_by_access_key(&ak)
             .ok_or(AuthError::UnknownCredentials)?
     };
-    if user.project_id != project_id
-        || header(headers, "x-project-id").is_some_and(|p| p != project_id)
-    {
-        return Err(AuthError::ProjectMismatch.into());
-    }
-    Ok(Owner::new(&user.id)?)
+    auth::check_project(
+        project_id,
+        &user.project_id,
+        header(headers, "x-project-id"),
+    )?;
+    Ok(user.owner()?)
 }
+
+/// The answer of CreateFile.
+#[derive(Serialize)]
+struct CreateFileResponse {
+    file_id: String,
+    upload_url: String,
+}
+
+/// The answer of CreateLargeFile: one URL per segment, in order.
+#[derive(Serialize)]
+struct CreateLargeFileResponse {
+    file_id: String,
+    upload_urls: Vec<String>,
+}
+
+/// The answer of ConfirmFileUpload: an empty object.
+#[derive(Serialize)]
+struct ConfirmResponse {}
 
 fn check_len(field: &str, v: &str, min: usize, max: usize) -> Result<(), ApiError> {
     let n = v.chars().count();
@@ -135,16 +198,9 @@ struct CreateFileRequest {
 
 async fn create_file(
     AxState(state): AxState<State>,
-    project_id: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, MssError> {
-    let bytes = read_body(body, state.settings.max_json_body).await?;
-    let Path(project_id) = project_id.map_err(crate::path_error)?;
-    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
-    let req: CreateFileRequest = parse_json(&bytes)?;
+    Caller { owner, body }: Caller,
+) -> Result<Json<CreateFileResponse>, MssError> {
+    let req: CreateFileRequest = parse_json(&body)?;
     let labels = asset_labels(
         &req.file_name,
         &req.file_type,
@@ -172,10 +228,10 @@ async fn create_file(
     let o = owner.clone();
     let id = state.blocking(move |e| e.create(&o, spec)).await?;
     tracing::info!(file_id = %id, size = req.file_size, "file created");
-    Ok(Json(json!({
-        "file_id": id.as_str(),
-        "upload_url": upload_url(&state, Api::MetaStudio, &id, 1, &owner)?,
-    })))
+    Ok(Json(CreateFileResponse {
+        upload_url: upload_url(&state, Api::MetaStudio, &id, 1, &owner)?,
+        file_id: id.to_string(),
+    }))
 }
 
 /// Checks the fields every MetaStudio file has and returns them as the
@@ -213,16 +269,9 @@ struct CreateLargeFileRequest {
 
 async fn create_large_file(
     AxState(state): AxState<State>,
-    project_id: Result<Path<String>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, MssError> {
-    let bytes = read_body(body, state.settings.max_json_body).await?;
-    let Path(project_id) = project_id.map_err(crate::path_error)?;
-    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
-    let req: CreateLargeFileRequest = parse_json(&bytes)?;
+    Caller { owner, body }: Caller,
+) -> Result<Json<CreateLargeFileResponse>, MssError> {
+    let req: CreateLargeFileRequest = parse_json(&body)?;
     let labels = asset_labels(
         &req.file_name,
         &req.file_type,
@@ -256,7 +305,10 @@ async fn create_large_file(
     let urls = (1..=count)
         .map(|n| upload_url(&state, Api::MetaStudio, &id, n, &owner))
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(Json(json!({ "file_id": id.as_str(), "upload_urls": urls })))
+    Ok(Json(CreateLargeFileResponse {
+        file_id: id.to_string(),
+        upload_urls: urls,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,15 +322,11 @@ struct ConfirmRequest {
 async fn confirm(
     AxState(state): AxState<State>,
     ids: Result<Path<(String, String)>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Json<Value>, MssError> {
-    let bytes = read_body(body, state.settings.max_json_body).await?;
-    let Path((project_id, file_id)) = ids.map_err(crate::path_error)?;
-    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
-    let req: ConfirmRequest = parse_json(&bytes)?;
+    Caller { owner, body }: Caller,
+) -> Result<Json<ConfirmResponse>, MssError> {
+    // The caller's extraction has already refused an undecodable path.
+    let Path((_, file_id)) = ids.map_err(crate::path_error)?;
+    let req: ConfirmRequest = parse_json(&body)?;
     let id: FileId = file_id.parse()?;
     match req.state.as_str() {
         "CREATED" => {
@@ -296,20 +344,16 @@ async fn confirm(
             .into());
         }
     }
-    Ok(Json(json!({})))
+    Ok(Json(ConfirmResponse {}))
 }
 
 async fn delete_file(
     AxState(state): AxState<State>,
     ids: Result<Path<(String, String)>, PathRejection>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
+    Caller { owner, .. }: Caller,
 ) -> Result<Response, MssError> {
-    let bytes = read_body(body, state.settings.max_json_body).await?;
-    let Path((project_id, file_id)) = ids.map_err(crate::path_error)?;
-    let owner = authenticate(&state, &method, &uri, &headers, &bytes, &project_id)?;
+    // The caller's extraction has already refused an undecodable path.
+    let Path((_, file_id)) = ids.map_err(crate::path_error)?;
     let id: FileId = file_id.parse()?;
     state
         .blocking(move |e| match e.delete(&owner, &id) {

@@ -1,9 +1,9 @@
 //! Upload URLs: where clients of both APIs `PUT` the bytes of a part.
 //!
 //! An upload URL is `/upload/{api}/{file_id}/{part}?o=<owner hex>&e=<expiry>&s=<signature>`.
-//! The signature is an HMAC (the server's key) over file id, part number,
-//! owner and expiry, so a URL needs no other credentials, expires, and cannot
-//! be turned into a URL for another file, part or owner. The body streams
+//! The signature is an HMAC (the server's key) over the API, file id, part
+//! number, owner and expiry, so a URL needs no other credentials, expires, and
+//! cannot be turned into a URL for another API, file, part or owner. The body streams
 //! into the engine, which hashes it while writing and answers with the part's
 //! SHA-256 as the `ETag`.
 
@@ -20,7 +20,7 @@ use serde_json::json;
 
 use partseal::{FileId, Owner};
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, UploadGrant};
 use crate::error::{ApiError, KooError, MssError, mss};
 use crate::{State, body_reader};
 
@@ -57,9 +57,13 @@ pub fn upload_url(
 ) -> Result<String, ApiError> {
     let expires =
         time::OffsetDateTime::now_utc().unix_timestamp() + state.settings.url_ttl.as_secs() as i64;
-    let sig = state
-        .signer
-        .sign(id.as_str(), part, owner.as_str(), expires);
+    let sig = state.signer.sign(&UploadGrant {
+        api: api.as_str(),
+        file_id: id.as_str(),
+        part,
+        owner: owner.as_str(),
+        expires_unix: expires,
+    });
     Ok(format!(
         "{}/upload/{}/{}/{}?o={}&e={}&s={}",
         state.settings.public_url,
@@ -129,6 +133,7 @@ async fn put_part(
     };
     let res = receive(
         &state,
+        api,
         &file_id,
         &part,
         query.ok().map(|q| q.0),
@@ -151,6 +156,7 @@ async fn put_part(
 
 async fn receive(
     state: &State,
+    api: Api,
     file_id: &str,
     part: &str,
     signed: Option<Signed>,
@@ -173,14 +179,15 @@ async fn receive(
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or(AuthError::BadUploadUrl)?;
-    state.signer.verify(
+    let grant = UploadGrant {
+        api: api.as_str(),
         file_id,
-        part32,
-        &owner,
-        expires,
-        &sig,
-        time::OffsetDateTime::now_utc().unix_timestamp(),
-    )?;
+        part: part32,
+        owner: &owner,
+        expires_unix: expires,
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    state.signer.verify(&grant, &sig, now)?;
     let owner = Owner::new(&owner)?;
     let id: FileId = file_id.parse()?;
     let expected_len = match headers.get(header::CONTENT_LENGTH) {

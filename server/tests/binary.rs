@@ -785,6 +785,12 @@ async fn an_invalid_credentials_file_stops_the_start_and_is_named() {
             serde_json::to_vec(&json!({"users": [good_user, good_user]})).unwrap(),
         ),
         ("empty.json", Vec::new()),
+        (
+            "user-is-folder.json",
+            serde_json::to_vec(&json!({"users": [good_user],
+                "shared_folders": [{"id": "ops", "members": ["ops"]}]}))
+            .unwrap(),
+        ),
     ];
     for (name, content) in &cases {
         let path = dir.path().join(name);
@@ -805,6 +811,12 @@ async fn an_invalid_credentials_file_stops_the_start_and_is_named() {
             "{name}: the message does not name the file:\n{stderr}"
         );
         assert!(!stdout.contains("listening"), "{name}: {stdout}");
+        if *name == "user-is-folder.json" {
+            assert!(
+                stderr.contains("\"ops\" is both a user id and a shared folder id"),
+                "{name}: the id is not named:\n{stderr}"
+            );
+        }
         assert_eq!(&std::fs::read(&path).unwrap(), content, "{name}: rewritten");
     }
 

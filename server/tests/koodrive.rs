@@ -479,3 +479,151 @@ async fn stalled_and_truncated_bodies_are_not_kept() {
         200
     );
 }
+
+/// The refusal names the configured window, not a fixed 15 minutes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn x_date_errors_name_the_configured_window() {
+    let s = TestServer::start_opts(Options {
+        date_window: std::time::Duration::from_secs(60),
+        ..Options::default()
+    })
+    .await;
+    let body = json!({"fileName": "w", "fileType": "45", "length": 1});
+    let now = time::OffsetDateTime::now_utc();
+    let fmt = partseal_server::auth::format_compact_date;
+    for (date, what) in [
+        (fmt(now - time::Duration::seconds(120)), "60 seconds before"),
+        (fmt(now + time::Duration::seconds(600)), "60 seconds after"),
+    ] {
+        let (status, v) = s
+            .koo_with("alice", "files/create", body.clone(), &[("x-date", date)])
+            .await;
+        assert_eq!(status, 401, "{v}");
+        assert_eq!(v["code"], 13000002, "{v}");
+        let msg = v["msg"].as_str().unwrap();
+        assert!(msg.contains(what), "{msg}");
+    }
+    let date = fmt(now - time::Duration::seconds(30));
+    let (status, v) = s
+        .koo_with("alice", "files/create", body, &[("x-date", date)])
+        .await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// The `{api}` segment is signed: a URL one API issued does not work through
+/// the other (it would answer in the other dialect, and whatever else comes
+/// to differ between them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn upload_url_signature_covers_the_api_segment() {
+    let s = TestServer::start().await;
+    let (_, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "api", "fileType": "45", "length": 4}),
+        )
+        .await;
+    let koo_url = urls[0].clone();
+    assert!(koo_url.contains("/upload/koodrive/"), "{koo_url}");
+    let swapped = koo_url.replace("/upload/koodrive/", "/upload/metastudio/");
+    let resp = s.http.put(&swapped).body("abcd").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["error_code"], "MSS.00000001", "{v}");
+
+    let md5 = {
+        use base64::Engine as _;
+        use md5::Digest;
+        base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b"wxyz"))
+    };
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            "files",
+            Some(
+                json!({"file_name": "a.png", "file_md5": md5, "file_size": 4,
+                        "file_type": "PNG", "asset_id": "asset-1",
+                        "asset_file_category": "MAIN"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mss_url = v["upload_url"].as_str().unwrap().to_owned();
+    assert!(mss_url.contains("/upload/metastudio/"), "{mss_url}");
+    let swapped = mss_url.replace("/upload/metastudio/", "/upload/koodrive/");
+    let resp = s.http.put(&swapped).body("wxyz").send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], 13000001, "{v}");
+
+    // The URLs as issued still work.
+    assert_eq!(s.put(&koo_url, b"abcd".to_vec()).await.0, 200);
+    assert_eq!(s.put(&mss_url, b"wxyz".to_vec()).await.0, 200);
+}
+
+/// Owners of users and of shared folders are disjoint by construction: a
+/// user whose id spells a folder's owner (the old `share:{id}`, or the new
+/// `folder:{id}`) reaches none of its files, through either API.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_user_named_like_a_shared_folder_cannot_reach_its_files() {
+    let mut opts = Options::default();
+    let impostors = ["share:team", "folder:team"];
+    for id in impostors {
+        opts.credentials.users.push(user(id));
+    }
+    opts.credentials.validate().unwrap();
+    let s = TestServer::start_opts(opts).await;
+    let share = &[("x-hw-share-folder-id", "team".to_owned())];
+    let bytes = b"team data".to_vec();
+    let body = json!({"fileName": "t", "fileType": "45", "length": bytes.len(),
+                      "sha256": sha_hex(&bytes)});
+    let (status, v) = s
+        .koo_with("alice", "files/create", body.clone(), share)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["fileId"].as_str().unwrap().to_owned();
+    let url = v["uploadUrl"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&url, bytes.clone()).await.0, 200);
+    let (status, v) = s
+        .koo_with("alice", "files/complete", json!({"fileId": id}), share)
+        .await;
+    assert_eq!(status, 200, "{v}");
+
+    for who in impostors {
+        // As themselves: the folder's file reads like an unknown one.
+        let (status, v) = s.koo(who, &format!("files/{id}/detail"), json!({})).await;
+        assert_eq!(
+            (status, v["code"].as_i64()),
+            (400, Some(13000401)),
+            "{who}: {v}"
+        );
+        let (status, v) = s.koo(who, "files/complete", json!({"fileId": id})).await;
+        assert_eq!(
+            (status, v["code"].as_i64()),
+            (400, Some(13000401)),
+            "{who}: {v}"
+        );
+        // Flash upload does not find the folder's bytes either.
+        let (status, v) = s.koo(who, "files/create", body.clone()).await;
+        assert_eq!(status, 200, "{who}: {v}");
+        assert_eq!(v["rapidUpload"], false, "{who}: {v}");
+        // Naming the folder: not a member.
+        let (status, v) = s
+            .koo_with(who, &format!("files/{id}/detail"), json!({}), share)
+            .await;
+        assert_eq!(
+            (status, v["code"].as_i64()),
+            (400, Some(13000410)),
+            "{who}: {v}"
+        );
+        // MetaStudio: the same owner as KooDrive for a user, so no way in.
+        let (status, v, _) = s.mss(who, "DELETE", &format!("files/{id}"), None).await;
+        assert_eq!(status, 404, "{who}: {v}");
+    }
+    // The file is intact for members.
+    let (status, v) = s
+        .koo_with("bob", &format!("files/{id}/detail"), json!({}), share)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["sha256"], sha_hex(&bytes));
+}

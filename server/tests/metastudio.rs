@@ -338,3 +338,33 @@ async fn undecodable_path_parameters_get_a_json_error() {
     assert_eq!(status, 400);
     assert_eq!(v["code"], 13000102);
 }
+
+/// `--date-window-secs` bounds `X-Sdk-Date` as it bounds `X-Date`: back by the
+/// window, ahead by the clock skew; APIG's fixed 15 minutes no longer apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sdk_date_outside_the_configured_window_is_refused() {
+    let s = TestServer::start_opts(Options {
+        date_window: std::time::Duration::from_secs(60),
+        ..Options::default()
+    })
+    .await;
+    let body = create_body(b"abc", &md5_b64(b"abc"));
+    let now = time::OffsetDateTime::now_utc();
+    let at =
+        |secs: i64| partseal_server::auth::format_compact_date(now + time::Duration::seconds(secs));
+    for (offset, what) in [(-120, "seconds before"), (600, "seconds after")] {
+        let (status, v, _) = s
+            .mss_at("alice", "POST", "files", Some(body.clone()), &at(offset))
+            .await;
+        assert_eq!(status, 401, "{offset}: {v}");
+        assert_eq!(v["error_code"], "MSS.00000001", "{offset}: {v}");
+        let msg = v["error_msg"].as_str().unwrap();
+        assert!(msg.contains(&format!("60 {what}")), "{offset}: {msg}");
+        assert!(!msg.contains("15 minutes"), "{offset}: {msg}");
+    }
+    // Inside the window it is accepted.
+    let (status, v, _) = s
+        .mss_at("alice", "POST", "files", Some(body), &at(-30))
+        .await;
+    assert_eq!(status, 200, "{v}");
+}

@@ -29,12 +29,50 @@ pub fn user(id: &str) -> User {
     }
 }
 
+/// The users, shared folders and settings of a test server.
+pub struct Options {
+    pub credentials: Credentials,
+    pub body_timeout: Duration,
+    pub date_window: Duration,
+}
+
+impl Default for Options {
+    /// Users alice, bob and carol; folder `team` of alice and bob; a 30 s
+    /// body timeout and a 15 min date window.
+    fn default() -> Options {
+        Options {
+            credentials: Credentials {
+                users: vec![user("alice"), user("bob"), user("carol")],
+                shared_folders: vec![SharedFolder {
+                    id: "team".into(),
+                    members: vec!["alice".into(), "bob".into()],
+                }],
+            },
+            body_timeout: Duration::from_secs(30),
+            date_window: Duration::from_secs(900),
+        }
+    }
+}
+
 impl TestServer {
     pub async fn start() -> TestServer {
-        Self::start_with(Duration::from_secs(30)).await
+        Self::start_opts(Options::default()).await
     }
 
     pub async fn start_with(body_timeout: Duration) -> TestServer {
+        Self::start_opts(Options {
+            body_timeout,
+            ..Options::default()
+        })
+        .await
+    }
+
+    pub async fn start_opts(opts: Options) -> TestServer {
+        let Options {
+            credentials,
+            body_timeout,
+            date_window,
+        } = opts;
         let dir = tempfile::tempdir().unwrap();
         let limits = Limits {
             min_part_size: 64,
@@ -49,14 +87,7 @@ impl TestServer {
             },
         )
         .unwrap();
-        let users = vec![user("alice"), user("bob"), user("carol")];
-        let credentials = Credentials {
-            users: users.clone(),
-            shared_folders: vec![SharedFolder {
-                id: "team".into(),
-                members: vec!["alice".into(), "bob".into()],
-            }],
-        };
+        let users = credentials.users.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let state = Arc::new(AppState {
@@ -67,7 +98,7 @@ impl TestServer {
                 public_url: url.clone(),
                 max_json_body: 1 << 20,
                 body_timeout,
-                date_window: Duration::from_secs(900),
+                date_window,
                 url_ttl: Duration::from_secs(3600),
             },
         });
@@ -163,6 +194,44 @@ impl TestServer {
         path: &str,
         body: Option<Value>,
     ) -> (u16, Value, HeaderMap) {
+        let date = now_compact();
+        self.mss_signed_at(ak, sk, project, method, path, body, &date)
+            .await
+    }
+
+    /// A MetaStudio call as `user`, signed with `X-Sdk-Date: date`.
+    pub async fn mss_at(
+        &self,
+        user: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        date: &str,
+    ) -> (u16, Value, HeaderMap) {
+        let u = self.user(user).clone();
+        self.mss_signed_at(
+            &u.access_key,
+            &u.secret_key,
+            &u.project_id,
+            method,
+            path,
+            body,
+            date,
+        )
+        .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn mss_signed_at(
+        &self,
+        ak: &str,
+        sk: &str,
+        project: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        date: &str,
+    ) -> (u16, Value, HeaderMap) {
         let raw_path = format!("/v1/{project}/{path}");
         let bytes = body
             .map(|b| serde_json::to_vec(&b).unwrap())
@@ -172,7 +241,7 @@ impl TestServer {
         headers.insert("content-type", HeaderValue::from_static("application/json"));
         headers.insert("host", HeaderValue::from_str(&host).unwrap());
         headers.insert("x-project-id", HeaderValue::from_str(project).unwrap());
-        headers.insert("x-sdk-date", HeaderValue::from_str(&now_compact()).unwrap());
+        headers.insert("x-sdk-date", HeaderValue::from_str(date).unwrap());
         let auth =
             sdk_authorization_header(ak, sk, method, &raw_path, None, &headers, &bytes).unwrap();
         headers.insert("authorization", HeaderValue::from_str(&auth).unwrap());
