@@ -74,11 +74,7 @@ pub struct Args {
 impl Args {
     /// The engine limits these flags give.
     pub fn limits(&self) -> Limits {
-        Limits {
-            min_part_size: self.min_part_size,
-            max_part_size: self.max_part_size,
-            max_file_size: self.max_file_size,
-        }
+        Limits::new(self.min_part_size, self.max_part_size, self.max_file_size)
     }
 
     /// The credentials file path.

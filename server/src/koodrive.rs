@@ -415,14 +415,11 @@ async fn create(
         }]
     };
     let plan = plans(&parts)?;
-    let spec = FileSpec {
-        length: Some(req.length),
-        sha256,
-        md5: None,
-        plan,
-        labels,
-        part_count: None,
-    };
+    let mut spec = FileSpec::default()
+        .with_length(req.length)
+        .with_plan(plan)
+        .with_labels(labels);
+    spec.sha256 = sha256;
     let o = owner.clone();
     let id = state.blocking(move |e| e.create(&o, spec)).await?;
     tracing::info!(file_id = %id, length = req.length, multipart, "upload created");
@@ -495,12 +492,12 @@ async fn complete(
     let id: FileId = req.file_id.parse()?;
     let expected = optional_sha256(req.sha256.as_deref())?;
     let (o, i) = (caller.owner.clone(), id.clone());
-    let (already, v) = state
-        .blocking(move |e| {
-            let already = e.get(&o, &i).is_ok();
-            e.verify(&o, &i, expected).map(|v| (already, v))
-        })
+    // The engine says whether this call committed: of any number of
+    // concurrent completes exactly one did.
+    let done = state
+        .blocking(move |e| e.complete(&o, &i, expected))
         .await?;
+    let (already, v) = (!done.committed_now, done.file);
     tracing::info!(file_id = %id, sha256 = %v.sha256, length = v.length, already, "upload completed");
     Ok(success(CompleteResponse {
         file_id: id.as_str(),

@@ -42,10 +42,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let cred_path = args.credentials_path();
     let (credentials, created) = Credentials::load_or_create(&cred_path)?;
-    let engine_cfg = Config {
-        limits: args.limits(),
-        ..Config::default()
-    };
+    let engine_cfg = Config::default().with_limits(args.limits());
     let data = args.data.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&data, engine_cfg)).await??;
     let key = url_key(&args.data)?;

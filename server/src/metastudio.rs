@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request, State as AxState};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, post};
@@ -218,13 +218,11 @@ async fn create_file(
         .ok_or_else(|| {
             ApiError::bad("file_md5 must be the base64 of a 16-byte MD5 (24 characters)")
         })?;
-    let spec = FileSpec {
-        length: Some(req.file_size),
-        md5: Some(md5),
-        plan: vec![PartPlan::new(1, req.file_size, None, None)?],
-        labels,
-        ..FileSpec::default()
-    };
+    let spec = FileSpec::default()
+        .with_length(req.file_size)
+        .with_md5(md5)
+        .with_plan(vec![PartPlan::new(1, req.file_size, None, None)?])
+        .with_labels(labels);
     let o = owner.clone();
     let id = state.blocking(move |e| e.create(&o, spec)).await?;
     tracing::info!(file_id = %id, size = req.file_size, "file created");
@@ -286,19 +284,17 @@ async fn create_large_file(
         return Err(ApiError::bad(format!("file_size must be 1 to {max}")).into());
     }
     let count = req.file_multipart_count.unwrap_or(1);
-    if !(1..=partseal::id::MAX_PARTS).contains(&count) {
+    if !(1..=partseal::MAX_PARTS).contains(&count) {
         return Err(ApiError::bad(format!(
             "file_multipart_count must be 1 to {}",
-            partseal::id::MAX_PARTS
+            partseal::MAX_PARTS
         ))
         .into());
     }
-    let spec = FileSpec {
-        length: req.file_size,
-        labels,
-        part_count: Some(count),
-        ..FileSpec::default()
-    };
+    let mut spec = FileSpec::default()
+        .with_labels(labels)
+        .with_part_count(count);
+    spec.length = req.file_size;
     let o = owner.clone();
     let id = state.blocking(move |e| e.create(&o, spec)).await?;
     tracing::info!(file_id = %id, segments = count, "large file created");
@@ -323,15 +319,21 @@ async fn confirm(
     AxState(state): AxState<State>,
     ids: Result<Path<(String, String)>, PathRejection>,
     Caller { owner, body }: Caller,
-) -> Result<Json<ConfirmResponse>, MssError> {
+) -> Result<Response, MssError> {
     // The caller's extraction has already refused an undecodable path.
     let Path((_, file_id)) = ids.map_err(crate::path_error)?;
     let req: ConfirmRequest = parse_json(&body)?;
     let id: FileId = file_id.parse()?;
+    let mut committed_now = None;
     match req.state.as_str() {
         "CREATED" => {
-            let v = state.blocking(move |e| e.verify(&owner, &id, None)).await?;
-            tracing::info!(%file_id, sha256 = %v.sha256, length = v.length, "file confirmed");
+            let done = state
+                .blocking(move |e| e.complete(&owner, &id, None))
+                .await?;
+            let v = &done.file;
+            tracing::info!(%file_id, sha256 = %v.sha256, length = v.length,
+                committed_now = done.committed_now, "file confirmed");
+            committed_now = Some(done.committed_now);
         }
         "FAILED" | "CANCELLED" => {
             state.blocking(move |e| e.abort(&owner, &id)).await?;
@@ -344,8 +346,22 @@ async fn confirm(
             .into());
         }
     }
-    Ok(Json(ConfirmResponse {}))
+    let mut res = Json(ConfirmResponse {}).into_response();
+    // The API's answer is an empty object; a partseal extension header says
+    // whether this confirm committed the file (exactly one of any number of
+    // concurrent confirms does).
+    if let Some(now) = committed_now {
+        res.headers_mut().insert(
+            X_PARTSEAL_COMMITTED.clone(),
+            HeaderValue::from_static(if now { "true" } else { "false" }),
+        );
+    }
+    Ok(res)
 }
+
+/// `X-Partseal-Committed` on a `CREATED` confirm: `true` for the one call
+/// that committed the file, `false` for every other.
+pub static X_PARTSEAL_COMMITTED: HeaderName = HeaderName::from_static("x-partseal-committed");
 
 async fn delete_file(
     AxState(state): AxState<State>,

@@ -18,7 +18,7 @@ use percent_encoding::percent_decode_str;
 use serde::Deserialize;
 use serde_json::json;
 
-use partseal::{FileId, Owner};
+use partseal::{FileId, Owner, PartNumber};
 
 use crate::auth::{AuthError, UploadGrant};
 use crate::error::{ApiError, KooError, MssError, mss};
@@ -201,7 +201,7 @@ async fn receive(
     };
     let reader = body_reader(body);
     let receipt = state
-        .blocking(move |e| e.put_part(&owner, &id, part, reader, expected_len))
+        .blocking(move |e| e.put_part(&owner, &id, PartNumber::new(part)?, reader, expected_len))
         .await?;
     tracing::info!(file_id, part, len = receipt.len, link = ?receipt.link, "part stored");
     Ok(receipt.sha256.to_hex())

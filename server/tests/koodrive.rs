@@ -627,3 +627,29 @@ async fn a_user_named_like_a_shared_folder_cannot_reach_its_files() {
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["sha256"], sha_hex(&bytes));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_fifty_concurrent_completes_exactly_one_commits() {
+    let s = TestServer::start().await;
+    let bytes = data(50_000, 77);
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "c.bin", "fileType": "45", "length": bytes.len(),
+                   "parentFolder": ["root"], "uploadMode": "put"}),
+        )
+        .await;
+    assert_eq!(s.put(&urls[0], bytes.clone()).await.0, 200);
+    let calls = (0..50).map(|_| s.koo("alice", "files/complete", json!({"fileId": id})));
+    let answers = futures_util::future::join_all(calls).await;
+    for (status, v) in &answers {
+        assert_eq!(*status, 200, "{v}");
+        assert_eq!(v["code"], 0, "{v}");
+        assert_eq!(v["sha256"], sha_hex(&bytes), "{v}");
+    }
+    let committed = answers
+        .iter()
+        .filter(|(_, v)| v["alreadyCompleted"] == false)
+        .count();
+    assert_eq!(committed, 1, "exactly one complete commits");
+}

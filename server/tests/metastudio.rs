@@ -368,3 +368,34 @@ async fn sdk_date_outside_the_configured_window_is_refused() {
         .await;
     assert_eq!(status, 200, "{v}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn of_fifty_concurrent_confirms_exactly_one_commits() {
+    let s = TestServer::start().await;
+    let bytes = data(30_000, 78);
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            "files",
+            Some(create_body(&bytes, &md5_b64(&bytes))),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["file_id"].as_str().unwrap().to_owned();
+    let url = v["upload_url"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&url, bytes.clone()).await.0, 200);
+    let path = format!("files/{id}/complete");
+    let calls = (0..50).map(|_| s.mss("alice", "POST", &path, Some(json!({"state": "CREATED"}))));
+    let answers = futures_util::future::join_all(calls).await;
+    let mut committed = 0;
+    for (status, v, h) in &answers {
+        assert_eq!(*status, 200, "{v}");
+        match h.get("x-partseal-committed").and_then(|v| v.to_str().ok()) {
+            Some("true") => committed += 1,
+            Some("false") => {}
+            other => panic!("x-partseal-committed: {other:?}"),
+        }
+    }
+    assert_eq!(committed, 1, "exactly one confirm commits");
+}

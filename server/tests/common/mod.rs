@@ -74,19 +74,8 @@ impl TestServer {
             date_window,
         } = opts;
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits {
-            min_part_size: 64,
-            max_part_size: 64 << 20,
-            max_file_size: 1 << 30,
-        };
-        let engine = Engine::open(
-            dir.path(),
-            Config {
-                limits,
-                ..Config::default()
-            },
-        )
-        .unwrap();
+        let limits = Limits::new(64, 64 << 20, 1 << 30);
+        let engine = Engine::open(dir.path(), Config::default().with_limits(limits)).unwrap();
         let users = credentials.users.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -303,7 +292,7 @@ pub fn sha_hex(b: &[u8]) -> String {
 /// The KooDrive `multiParts` of a concurrent upload of `bytes` in parts of
 /// `part_size`, with `hashCtx` computed by the engine's midstate code.
 pub fn chain_parts(bytes: &[u8], part_size: usize) -> Vec<Value> {
-    let mut mid = partseal::Midstate::new();
+    let mut mid = partseal::hazmat::Midstate::new();
     let chunks: Vec<&[u8]> = bytes.chunks(part_size).collect();
     let mut out = Vec::new();
     for (i, c) in chunks.iter().enumerate() {
