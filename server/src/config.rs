@@ -375,38 +375,24 @@ pub fn url_key(data: &Path) -> std::io::Result<[u8; 32]> {
 }
 
 /// Creates `path` (mode 0600) holding `bytes`, whole or not at all: the bytes
-/// go to a temporary sibling that is fsynced and then hard-linked to `path`,
-/// which never replaces an existing file. Returns false if `path` existed.
+/// go to a temporary sibling that is fsynced and then moved to `path` without
+/// ever replacing an existing file. Returns false if `path` existed.
 fn create_private_file(path: &Path, bytes: &[u8]) -> std::io::Result<bool> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default(),
-        random_hex(8)?
-    ));
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(0o600);
-    }
-    let res = (|| {
-        let mut f = opts.open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        match fs::hard_link(&tmp, path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
-            Err(e) => Err(e),
-        }
-    })();
-    let _ = fs::remove_file(&tmp);
+    // tempfile creates its files with mode 0600.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".partseal-new.")
+        .tempfile_in(dir)?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    let res = match tmp.persist_noclobber(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.error.kind() == std::io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e.error),
+    };
     fs::File::open(dir)?.sync_all()?;
     res
 }
