@@ -70,7 +70,7 @@ impl Engine {
         #[cfg(feature = "fault-injection")]
         let faults = cfg.faults.clone();
         #[cfg(not(feature = "fault-injection"))]
-        let faults = crate::faults::Faults::default();
+        let faults = crate::faults::Faults;
         let layout = Layout::new(root.as_ref(), faults);
         let mut uploads = HashMap::new();
         for r in store::recover(&layout)? {
