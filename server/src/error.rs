@@ -20,6 +20,10 @@ pub enum ApiError {
     /// A parameter is missing, malformed or out of range.
     #[error("{0}")]
     BadRequest(String),
+    /// A part or the file is larger than the limits allow (checked before
+    /// the engine is called, with a message naming the limit).
+    #[error("{0}")]
+    TooLarge(String),
     /// The user may not act in this shared folder.
     #[error("no permission on this shared folder")]
     Forbidden,
@@ -63,7 +67,8 @@ pub mod koo {
     pub const MISSING_PARTS: i64 = 13000421;
     /// The upload is busy (a complete is running) or already completed.
     pub const CONFLICT: i64 = 13000422;
-    /// A part is too small, too large or outside the plan.
+    /// A part is too small, too large or outside the plan, or the file is
+    /// too large.
     pub const BAD_PART: i64 = 13000423;
     /// Internal error (HTTP 500).
     pub const INTERNAL: i64 = 13000500;
@@ -87,10 +92,15 @@ pub mod mss {
     pub const MISSING_PARTS: &str = "MSS.10001021";
     /// The file is busy or already confirmed (HTTP 409).
     pub const CONFLICT: &str = "MSS.10001022";
+    /// Not enough space on the server's disk (HTTP 507).
+    pub const NO_SPACE: &str = "MSS.10001023";
 }
 
+/// ENOSPC, and a quota reached (EDQUOT), which leaves the writer just as
+/// stuck.
 fn is_no_space(e: &partseal::Error) -> bool {
-    matches!(e, partseal::Error::Io { source, .. } if source.raw_os_error() == Some(28))
+    matches!(e, partseal::Error::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
 }
 
 /// A KooDrive-style error answer.
@@ -115,6 +125,7 @@ impl IntoResponse for KooError {
             }
             ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, koo::AUTH_FAILED),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, koo::BAD_PARAM),
+            ApiError::TooLarge(_) => (StatusCode::BAD_REQUEST, koo::BAD_PART),
             ApiError::Forbidden => (StatusCode::BAD_REQUEST, koo::NO_PERMISSION),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, koo::INTERNAL),
             ApiError::Engine(e) => match e {
@@ -168,7 +179,9 @@ impl IntoResponse for MssError {
             ApiError::Auth(_) | ApiError::Forbidden => {
                 (StatusCode::UNAUTHORIZED, mss::UNAUTHORIZED)
             }
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, mss::INVALID_PARAM),
+            ApiError::BadRequest(_) | ApiError::TooLarge(_) => {
+                (StatusCode::BAD_REQUEST, mss::INVALID_PARAM)
+            }
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, mss::INTERNAL),
             ApiError::Engine(e) => match e {
                 E::NotFound | E::NotOwner => (StatusCode::NOT_FOUND, mss::NOT_FOUND),
@@ -180,6 +193,9 @@ impl IntoResponse for MssError {
                 E::Io { role, .. } if *role == "request body" => {
                     (StatusCode::BAD_REQUEST, mss::INVALID_PARAM)
                 }
+                // A full disk is the operator's to fix, not a server bug: say
+                // so (as KooDrive's 13000311 does) rather than hide it in a 500.
+                e if is_no_space(e) => (StatusCode::INSUFFICIENT_STORAGE, mss::NO_SPACE),
                 E::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, mss::INTERNAL),
                 _ => (StatusCode::BAD_REQUEST, mss::INVALID_PARAM),
             },
@@ -187,6 +203,12 @@ impl IntoResponse for MssError {
         let msg = match &self.0 {
             ApiError::Engine(E::NotOwner) => E::NotFound.to_string(),
             ApiError::Forbidden => "Unauthorized".to_owned(),
+            // The error's own text names the file role and the errno, which
+            // tells a client nothing it can act on.
+            _ if code == mss::NO_SPACE => {
+                tracing::error!(error = %msg, "no space left for an upload");
+                "not enough space on the server to store the upload; retry later".to_owned()
+            }
             _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %msg, "internal error");
                 "Internal Error".to_owned()
@@ -194,5 +216,81 @@ impl IntoResponse for MssError {
             _ => msg,
         };
         (status, Json(json!({"error_code": code, "error_msg": msg}))).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(resp: Response) -> (StatusCode, serde_json::Value) {
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("an error body");
+        (
+            status,
+            serde_json::from_slice(&body).expect("a JSON error body"),
+        )
+    }
+
+    fn no_space(role: &'static str) -> ApiError {
+        ApiError::Engine(partseal::Error::Io {
+            role,
+            source: std::io::Error::from_raw_os_error(28),
+        })
+    }
+
+    #[tokio::test]
+    async fn no_space_is_13000311_in_koodrive() {
+        for role in ["part data", "committed file", "upload record"] {
+            let (status, v) = answer(KooError(no_space(role)).into_response()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{role}: {v}");
+            assert_eq!(v["code"], koo::NO_SPACE, "{role}: {v}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metastudio_no_space_is_not_a_500() {
+        for role in ["part data", "committed file", "upload record"] {
+            let (status, v) = answer(MssError(no_space(role)).into_response()).await;
+            assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{role}: {v}");
+            assert_eq!(v["error_code"], mss::NO_SPACE, "{role}: {v}");
+            let msg = v["error_msg"].as_str().unwrap_or_default();
+            assert!(
+                msg.contains("space"),
+                "{role}: the message names the cause: {v}"
+            );
+        }
+        // Other I/O errors stay internal.
+        let eio = ApiError::Engine(partseal::Error::Io {
+            role: "part data",
+            source: std::io::Error::from_raw_os_error(5),
+        });
+        let (status, v) = answer(MssError(eio).into_response()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+        assert_eq!(v["error_code"], mss::INTERNAL, "{v}");
+    }
+
+    #[tokio::test]
+    async fn too_large_is_13000423_in_koodrive_and_invalid_param_in_metastudio() {
+        let cases = [
+            ApiError::TooLarge("length 9 is more than the 8 bytes allowed".into()),
+            ApiError::Engine(partseal::Error::PartTooLarge { part: 2, max: 8 }),
+            ApiError::Engine(partseal::Error::FileTooLarge { len: 9, max: 8 }),
+        ];
+        for e in cases {
+            let text = e.to_string();
+            let (status, v) = answer(KooError(e).into_response()).await;
+            assert_eq!(
+                (status, &v["code"]),
+                (StatusCode::BAD_REQUEST, &koo::BAD_PART.into()),
+                "{v}"
+            );
+            assert_eq!(v["msg"], text);
+        }
+        let (status, v) = answer(MssError(ApiError::TooLarge("x".into())).into_response()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error_code"], mss::INVALID_PARAM, "{v}");
     }
 }

@@ -35,20 +35,22 @@ impl TestServer {
     }
 
     pub async fn start_with(body_timeout: Duration) -> TestServer {
+        Self::start_custom(|_, s| s.body_timeout = body_timeout).await
+    }
+
+    /// A server whose engine configuration and settings `tweak` changes
+    /// from the defaults of [`TestServer::start`].
+    pub async fn start_custom(tweak: impl FnOnce(&mut Config, &mut Settings)) -> TestServer {
         let dir = tempfile::tempdir().unwrap();
         let limits = Limits {
             min_part_size: 64,
             max_part_size: 64 << 20,
             max_file_size: 1 << 30,
         };
-        let engine = Engine::open(
-            dir.path(),
-            Config {
-                limits,
-                ..Config::default()
-            },
-        )
-        .unwrap();
+        let mut config = Config {
+            limits,
+            ..Config::default()
+        };
         let users = vec![user("alice"), user("bob"), user("carol")];
         let credentials = Credentials {
             users: users.clone(),
@@ -59,17 +61,20 @@ impl TestServer {
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
+        let mut settings = Settings {
+            public_url: url.clone(),
+            max_json_body: 1 << 20,
+            body_timeout: Duration::from_secs(30),
+            date_window: Duration::from_secs(900),
+            url_ttl: Duration::from_secs(3600),
+        };
+        tweak(&mut config, &mut settings);
+        let engine = Engine::open(dir.path(), config).unwrap();
         let state = Arc::new(AppState {
             engine,
             credentials,
             signer: UrlSigner::new([7u8; 32]),
-            settings: Settings {
-                public_url: url.clone(),
-                max_json_body: 1 << 20,
-                body_timeout,
-                date_window: Duration::from_secs(900),
-                url_ttl: Duration::from_secs(3600),
-            },
+            settings,
         });
         tokio::spawn(async move {
             axum::serve(listener, app(state)).await.unwrap();
