@@ -24,6 +24,16 @@ pub enum ApiError {
     /// the engine is called, with a message naming the limit).
     #[error("{0}")]
     TooLarge(String),
+    /// A part's bytes do not match its `Content-MD5`; it was not stored.
+    #[error(
+        "Content-MD5 mismatch: the header says {expected}, the body's MD5 is {actual}; the part is not stored"
+    )]
+    ContentMd5Mismatch {
+        /// From the header, base64.
+        expected: String,
+        /// Of the bytes received, base64.
+        actual: String,
+    },
     /// The user may not act in this shared folder.
     #[error("no permission on this shared folder")]
     Forbidden,
@@ -57,7 +67,8 @@ pub mod koo {
     pub const NO_SPACE: i64 = 13000311;
     /// The upload task does not exist (also: belongs to someone else).
     pub const NO_TASK: i64 = 13000401;
-    /// The file's integrity check failed: digest mismatch.
+    /// The integrity check failed: the file's SHA-256, or a part's
+    /// `Content-MD5`, does not match.
     pub const INTEGRITY: i64 = 13000402;
     /// The user has no permission on this space (shared folder).
     pub const NO_PERMISSION: i64 = 13000410;
@@ -86,7 +97,8 @@ pub mod mss {
     pub const BAD_JSON: &str = "MSS.10000002";
     /// The file was not found (HTTP 404).
     pub const NOT_FOUND: &str = "MSS.10001004";
-    /// The uploaded bytes do not match `file_md5` (HTTP 400).
+    /// The uploaded bytes do not match `file_md5` or a part's `Content-MD5`
+    /// (HTTP 400).
     pub const MD5_MISMATCH: &str = "MSS.10001020";
     /// Segments are missing at confirm (HTTP 400).
     pub const MISSING_PARTS: &str = "MSS.10001021";
@@ -126,6 +138,7 @@ impl IntoResponse for KooError {
             ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, koo::AUTH_FAILED),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, koo::BAD_PARAM),
             ApiError::TooLarge(_) => (StatusCode::BAD_REQUEST, koo::BAD_PART),
+            ApiError::ContentMd5Mismatch { .. } => (StatusCode::BAD_REQUEST, koo::INTEGRITY),
             ApiError::Forbidden => (StatusCode::BAD_REQUEST, koo::NO_PERMISSION),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, koo::INTERNAL),
             ApiError::Engine(e) => match e {
@@ -182,6 +195,7 @@ impl IntoResponse for MssError {
             ApiError::BadRequest(_) | ApiError::TooLarge(_) => {
                 (StatusCode::BAD_REQUEST, mss::INVALID_PARAM)
             }
+            ApiError::ContentMd5Mismatch { .. } => (StatusCode::BAD_REQUEST, mss::MD5_MISMATCH),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, mss::INTERNAL),
             ApiError::Engine(e) => match e {
                 E::NotFound | E::NotOwner => (StatusCode::NOT_FOUND, mss::NOT_FOUND),

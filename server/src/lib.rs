@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod content_md5;
 pub mod error;
 pub mod koodrive;
 pub mod metastudio;

@@ -5,7 +5,8 @@
 //! owner and expiry, so a URL needs no other credentials, expires, and cannot
 //! be turned into a URL for another file, part or owner. The body streams
 //! into the engine, which hashes it while writing and answers with the part's
-//! SHA-256 as the `ETag`.
+//! SHA-256 as the `ETag`; a `Content-MD5` is checked on the way (see
+//! [`crate::content_md5`]).
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -21,6 +22,7 @@ use serde_json::json;
 use partseal::{FileId, Owner};
 
 use crate::auth::AuthError;
+use crate::content_md5::{self, Md5Checked, Mismatch};
 use crate::error::{ApiError, KooError, MssError, mss};
 use crate::{State, body_reader};
 
@@ -192,10 +194,18 @@ async fn receive(
         ),
         None => None,
     };
-    let reader = body_reader(body);
-    let receipt = state
+    let md5 = content_md5::parse(headers)?;
+    let mismatch = Mismatch::default();
+    let reader = Md5Checked::new(body_reader(body), md5, mismatch.clone());
+    let res = state
         .blocking(move |e| e.put_part(&owner, &id, part, reader, expected_len))
-        .await?;
+        .await;
+    // A body that ended with another MD5 failed the engine's read of it; the
+    // engine kept nothing, and the reason is ours to tell.
+    let receipt = match (res, md5.and_then(|m| mismatch.error(&m))) {
+        (Err(_), Some(e)) => return Err(e),
+        (res, _) => res?,
+    };
     tracing::info!(file_id, part, len = receipt.len, link = ?receipt.link, "part stored");
     Ok(receipt.sha256.to_hex())
 }
