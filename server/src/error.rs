@@ -5,7 +5,7 @@
 //! body with the right status. Engine errors are mapped here, in one place.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -40,10 +40,17 @@ pub enum ApiError {
     /// From the engine.
     #[error("{0}")]
     Engine(#[from] partseal::Error),
+    /// The server is at one of its limits (connections, part bodies in
+    /// flight); answered 503 with `Retry-After`.
+    #[error("the server is busy: {0}")]
+    Busy(String),
     /// A failure of the server itself.
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// Seconds a client answered 503 is asked to wait (`Retry-After`).
+pub const RETRY_AFTER_SECS: u64 = 2;
 
 impl ApiError {
     /// A bad-request error with a message.
@@ -81,6 +88,9 @@ pub mod koo {
     /// A part is too small, too large or outside the plan, or the file is
     /// too large.
     pub const BAD_PART: i64 = 13000423;
+    /// The server is busy: too many connections or part uploads at once
+    /// (HTTP 503, with `Retry-After`).
+    pub const BUSY: i64 = 13000424;
     /// Internal error (HTTP 500).
     pub const INTERNAL: i64 = 13000500;
 }
@@ -106,6 +116,9 @@ pub mod mss {
     pub const CONFLICT: &str = "MSS.10001022";
     /// Not enough space on the server's disk (HTTP 507).
     pub const NO_SPACE: &str = "MSS.10001023";
+    /// The server is busy: too many connections or part uploads at once
+    /// (HTTP 503, with `Retry-After`).
+    pub const BUSY: &str = "MSS.10001024";
 }
 
 /// ENOSPC, and a quota reached (EDQUOT), which leaves the writer just as
@@ -113,6 +126,17 @@ pub mod mss {
 fn is_no_space(e: &partseal::Error) -> bool {
     matches!(e, partseal::Error::Io { source, .. }
         if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
+}
+
+/// `resp` with `status`, and for a 503 the `Retry-After` that says when to
+/// come back.
+fn with_retry_after(status: StatusCode, mut resp: Response) -> Response {
+    *resp.status_mut() = status;
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    resp
 }
 
 /// A KooDrive-style error answer.
@@ -140,6 +164,7 @@ impl IntoResponse for KooError {
             ApiError::TooLarge(_) => (StatusCode::BAD_REQUEST, koo::BAD_PART),
             ApiError::ContentMd5Mismatch { .. } => (StatusCode::BAD_REQUEST, koo::INTEGRITY),
             ApiError::Forbidden => (StatusCode::BAD_REQUEST, koo::NO_PERMISSION),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, koo::BUSY),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, koo::INTERNAL),
             ApiError::Engine(e) => match e {
                 E::NotFound | E::NotOwner => (StatusCode::BAD_REQUEST, koo::NO_TASK),
@@ -171,7 +196,10 @@ impl IntoResponse for KooError {
             }
             _ => msg,
         };
-        (status, Json(json!({"code": code, "msg": msg}))).into_response()
+        with_retry_after(
+            status,
+            Json(json!({"code": code, "msg": msg})).into_response(),
+        )
     }
 }
 
@@ -196,6 +224,7 @@ impl IntoResponse for MssError {
                 (StatusCode::BAD_REQUEST, mss::INVALID_PARAM)
             }
             ApiError::ContentMd5Mismatch { .. } => (StatusCode::BAD_REQUEST, mss::MD5_MISMATCH),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, mss::BUSY),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, mss::INTERNAL),
             ApiError::Engine(e) => match e {
                 E::NotFound | E::NotOwner => (StatusCode::NOT_FOUND, mss::NOT_FOUND),
@@ -229,7 +258,10 @@ impl IntoResponse for MssError {
             }
             _ => msg,
         };
-        (status, Json(json!({"error_code": code, "error_msg": msg}))).into_response()
+        with_retry_after(
+            status,
+            Json(json!({"error_code": code, "error_msg": msg})).into_response(),
+        )
     }
 }
 
@@ -284,6 +316,27 @@ mod tests {
         let (status, v) = answer(MssError(eio).into_response()).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
         assert_eq!(v["error_code"], mss::INTERNAL, "{v}");
+    }
+
+    #[tokio::test]
+    async fn busy_is_503_with_retry_after_in_both_dialects() {
+        let busy = || ApiError::Busy("64 part uploads in flight".into());
+        for (resp, field, code) in [
+            (KooError(busy()).into_response(), "code", json!(koo::BUSY)),
+            (
+                MssError(busy()).into_response(),
+                "error_code",
+                json!(mss::BUSY),
+            ),
+        ] {
+            let retry = resp.headers().get(header::RETRY_AFTER).cloned();
+            let (status, v) = answer(resp).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+            assert_eq!(retry, Some(HeaderValue::from(RETRY_AFTER_SECS)), "{v}");
+            assert_eq!(v[field], code, "{v}");
+        }
+        let resp = KooError(ApiError::bad("x")).into_response();
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[tokio::test]

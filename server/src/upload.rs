@@ -195,10 +195,27 @@ async fn receive(
         None => None,
     };
     let md5 = content_md5::parse(headers)?;
+    // Each body in flight holds a blocking thread until it ends, however
+    // slowly the client sends it: bound them, and refuse the rest before
+    // reading a byte. The permit goes with the engine call, which runs on
+    // even if this request is dropped.
+    let permit = state
+        .parts_in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::Busy(format!(
+                "{} part uploads are in progress, the most this server takes at once",
+                state.settings.max_parts_in_flight
+            ))
+        })?;
     let mismatch = Mismatch::default();
     let reader = Md5Checked::new(body_reader(body), md5, mismatch.clone());
     let res = state
-        .blocking(move |e| e.put_part(&owner, &id, part, reader, expected_len))
+        .blocking(move |e| {
+            let _permit = permit;
+            e.put_part(&owner, &id, part, reader, expected_len)
+        })
         .await;
     // A body that ended with another MD5 failed the engine's read of it; the
     // engine kept nothing, and the reason is ours to tell.

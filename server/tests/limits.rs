@@ -1,12 +1,14 @@
 //! Limits, over a real server on loopback: sizes over the configured
-//! maximums answer the documented code, and a full disk answers in each
-//! API's dialect with a code that names it (never a bare 500).
+//! maximums answer the documented code, a full disk answers in each API's
+//! dialect with a code that names it (never a bare 500), and part bodies
+//! over the in-flight bound are refused with 503 before they are read.
 
 mod common;
 
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
@@ -187,4 +189,89 @@ async fn koodrive_no_space_answers_13000311() {
     full.store(false, Ordering::SeqCst);
     let (status, v) = s.koo("alice", "files/complete", body).await;
     assert_eq!((status, &v["code"]), (200, &json!(0)), "{v}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn part_bodies_over_the_limit_answer_503_with_retry_after() {
+    let s = TestServer::start_custom(|_, settings| settings.max_parts_in_flight = 1).await;
+    let bytes = data(4000, 3);
+    let mut urls = Vec::new();
+    for _ in 0..2 {
+        let (_, u) = s
+            .koo_create(
+                "alice",
+                json!({"fileName": "a.bin", "fileType": "45", "length": bytes.len(),
+                       "uploadMode": "put"}),
+            )
+            .await;
+        urls.push(u[0].clone());
+    }
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            "large-files",
+            Some(
+                json!({"file_name": "a.bin", "file_size": bytes.len(), "file_type": "BIN",
+                        "asset_id": "asset-1", "asset_file_category": "MAIN"}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let mss_url = v["upload_urls"][0].as_str().unwrap().to_owned();
+
+    // A slow body takes the one place: its first bytes, then nothing until
+    // the test lets it finish.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, io::Error>>(4);
+    tx.send(Ok(bytes[..1000].to_vec())).await.unwrap();
+    let slow = tokio::spawn(
+        s.http
+            .put(&urls[0])
+            .header("content-length", bytes.len())
+            .body(reqwest::Body::wrap_stream(tokio_stream_from(rx)))
+            .send(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.state.parts_in_flight.available_permits() > 0 {
+        assert!(Instant::now() < deadline, "the slow part never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Others are refused at once, before their body is read, in their
+    // API's dialect.
+    for (url, field, code) in [
+        (&urls[1], "code", json!(koo::BUSY)),
+        (&mss_url, "error_code", json!(mss::BUSY)),
+    ] {
+        let url = url.clone();
+        let (status, head, v) =
+            tokio::task::spawn_blocking(move || answer_before_the_body(&url, "", 4000))
+                .await
+                .unwrap();
+        assert_eq!((status, &v[field]), (503, &code), "{head}\n{v}");
+        assert!(
+            head.to_ascii_lowercase().contains("\r\nretry-after: 2"),
+            "no Retry-After: {head}"
+        );
+    }
+
+    // The slow one finishes and is stored; then there is room again.
+    tx.send(Ok(bytes[1000..].to_vec())).await.unwrap();
+    drop(tx);
+    let resp = slow.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while s.state.parts_in_flight.available_permits() == 0 {
+        assert!(Instant::now() < deadline, "the place was never given back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(s.put(&urls[1], bytes.clone()).await.0, 200);
+    assert_eq!(s.put(&mss_url, bytes.clone()).await.0, 200);
+}
+
+/// The items of `rx` as a stream.
+fn tokio_stream_from<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }

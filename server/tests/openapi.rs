@@ -327,6 +327,7 @@ fn document_lists_every_error_code() {
         koo::MISSING_PARTS,
         koo::CONFLICT,
         koo::BAD_PART,
+        koo::BUSY,
         koo::INTERNAL,
     ]
     .into();
@@ -355,6 +356,7 @@ fn document_lists_every_error_code() {
         mss::MISSING_PARTS,
         mss::CONFLICT,
         mss::NO_SPACE,
+        mss::BUSY,
     ]
     .into();
     assert_eq!(mss_codes, expected);
