@@ -256,6 +256,11 @@ def real_upload_url(case):
     case.path_parameters["file_id"] = file_id
     case.path_parameters["part"] = int(part_s)
     case.query = {"o": q["o"], "e": int(q["e"]), "s": q["s"]}
+    # A generated Content-MD5 is a random digest that the body never has:
+    # give most positive cases the body's own, so they are stored.
+    for name in list(case.headers or {}):
+        if name.lower() == "content-md5" and pick(case.headers[name], 4) < 3:
+            case.headers[name] = base64.b64encode(hashlib.md5(body).digest()).decode()
 
 
 @schemathesis.hook

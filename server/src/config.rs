@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 
 use partseal::{Limits, Owner};
 
+use crate::serve::ServeOptions;
+
 /// Command-line flags (each also read from a `PARTSEAL_*` variable).
 #[derive(Clone, Debug, Parser)]
 #[command(
@@ -69,6 +71,35 @@ pub struct Args {
     /// otherwise hold the shutdown up for ever).
     #[arg(long, env = "PARTSEAL_SHUTDOWN_GRACE", default_value_t = 30)]
     pub shutdown_grace_secs: u64,
+    /// Seconds a client has to send a request's head (request line and
+    /// headers) from when the server waits for it; a connection that takes
+    /// longer, or stays idle between requests that long, is closed.
+    #[arg(
+        long,
+        env = "PARTSEAL_HEADER_TIMEOUT_SECS",
+        default_value_t = 30,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub header_timeout_secs: u64,
+    /// Most connections open at once; a connection over it gets its request
+    /// answered 503 with Retry-After and is closed.
+    #[arg(
+        long,
+        env = "PARTSEAL_MAX_CONNECTIONS",
+        default_value_t = 1024,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_connections: u32,
+    /// Most part bodies received at once (each holds a thread while it
+    /// streams to disk); a part upload over it is answered 503 with
+    /// Retry-After before its body is read.
+    #[arg(
+        long,
+        env = "PARTSEAL_MAX_PARTS_IN_FLIGHT",
+        default_value_t = 64,
+        value_parser = clap::value_parser!(u32).range(1..)
+    )]
+    pub max_parts_in_flight: u32,
 }
 
 impl Args {
@@ -92,6 +123,15 @@ impl Args {
             body_timeout: Duration::from_secs(self.body_timeout_secs),
             date_window: Duration::from_secs(self.date_window_secs),
             url_ttl: Duration::from_secs(self.url_ttl_secs),
+            max_parts_in_flight: self.max_parts_in_flight,
+        }
+    }
+
+    /// The connection limits these flags give.
+    pub fn serve_options(&self) -> ServeOptions {
+        ServeOptions {
+            header_timeout: Duration::from_secs(self.header_timeout_secs),
+            max_connections: self.max_connections,
         }
     }
 }
@@ -109,6 +149,8 @@ pub struct Settings {
     pub date_window: Duration,
     /// Lifetime of upload URLs.
     pub url_ttl: Duration,
+    /// Most part bodies received at once.
+    pub max_parts_in_flight: u32,
 }
 
 /// One user of the server.

@@ -5,7 +5,7 @@
 //! body with the right status. Engine errors are mapped here, in one place.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -20,16 +20,37 @@ pub enum ApiError {
     /// A parameter is missing, malformed or out of range.
     #[error("{0}")]
     BadRequest(String),
+    /// A part or the file is larger than the limits allow (checked before
+    /// the engine is called, with a message naming the limit).
+    #[error("{0}")]
+    TooLarge(String),
+    /// A part's bytes do not match its `Content-MD5`; it was not stored.
+    #[error(
+        "Content-MD5 mismatch: the header says {expected}, the body's MD5 is {actual}; the part is not stored"
+    )]
+    ContentMd5Mismatch {
+        /// From the header, base64.
+        expected: String,
+        /// Of the bytes received, base64.
+        actual: String,
+    },
     /// The user may not act in this shared folder.
     #[error("no permission on this shared folder")]
     Forbidden,
     /// From the engine.
     #[error("{0}")]
     Engine(#[from] partseal::Error),
+    /// The server is at one of its limits (connections, part bodies in
+    /// flight); answered 503 with `Retry-After`.
+    #[error("the server is busy: {0}")]
+    Busy(String),
     /// A failure of the server itself.
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+/// Seconds a client answered 503 is asked to wait (`Retry-After`).
+pub const RETRY_AFTER_SECS: u64 = 2;
 
 impl ApiError {
     /// A bad-request error with a message.
@@ -53,7 +74,8 @@ pub mod koo {
     pub const NO_SPACE: i64 = 13000311;
     /// The upload task does not exist (also: belongs to someone else).
     pub const NO_TASK: i64 = 13000401;
-    /// The file's integrity check failed: digest mismatch.
+    /// The integrity check failed: the file's SHA-256, or a part's
+    /// `Content-MD5`, does not match.
     pub const INTEGRITY: i64 = 13000402;
     /// The user has no permission on this space (shared folder).
     pub const NO_PERMISSION: i64 = 13000410;
@@ -63,8 +85,12 @@ pub mod koo {
     pub const MISSING_PARTS: i64 = 13000421;
     /// The upload is busy (a complete is running) or already completed.
     pub const CONFLICT: i64 = 13000422;
-    /// A part is too small, too large or outside the plan.
+    /// A part is too small, too large or outside the plan, or the file is
+    /// too large.
     pub const BAD_PART: i64 = 13000423;
+    /// The server is busy: too many connections or part uploads at once
+    /// (HTTP 503, with `Retry-After`).
+    pub const BUSY: i64 = 13000424;
     /// Internal error (HTTP 500).
     pub const INTERNAL: i64 = 13000500;
 }
@@ -81,16 +107,36 @@ pub mod mss {
     pub const BAD_JSON: &str = "MSS.10000002";
     /// The file was not found (HTTP 404).
     pub const NOT_FOUND: &str = "MSS.10001004";
-    /// The uploaded bytes do not match `file_md5` (HTTP 400).
+    /// The uploaded bytes do not match `file_md5` or a part's `Content-MD5`
+    /// (HTTP 400).
     pub const MD5_MISMATCH: &str = "MSS.10001020";
     /// Segments are missing at confirm (HTTP 400).
     pub const MISSING_PARTS: &str = "MSS.10001021";
     /// The file is busy or already confirmed (HTTP 409).
     pub const CONFLICT: &str = "MSS.10001022";
+    /// Not enough space on the server's disk (HTTP 507).
+    pub const NO_SPACE: &str = "MSS.10001023";
+    /// The server is busy: too many connections or part uploads at once
+    /// (HTTP 503, with `Retry-After`).
+    pub const BUSY: &str = "MSS.10001024";
 }
 
+/// ENOSPC, and a quota reached (EDQUOT), which leaves the writer just as
+/// stuck.
 fn is_no_space(e: &partseal::Error) -> bool {
-    matches!(e, partseal::Error::Io { source, .. } if source.raw_os_error() == Some(28))
+    matches!(e, partseal::Error::Io { source, .. }
+        if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded))
+}
+
+/// `resp` with `status`, and for a 503 the `Retry-After` that says when to
+/// come back.
+fn with_retry_after(status: StatusCode, mut resp: Response) -> Response {
+    *resp.status_mut() = status;
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(RETRY_AFTER_SECS));
+    }
+    resp
 }
 
 /// A KooDrive-style error answer.
@@ -115,7 +161,10 @@ impl IntoResponse for KooError {
             }
             ApiError::Auth(_) => (StatusCode::UNAUTHORIZED, koo::AUTH_FAILED),
             ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, koo::BAD_PARAM),
+            ApiError::TooLarge(_) => (StatusCode::BAD_REQUEST, koo::BAD_PART),
+            ApiError::ContentMd5Mismatch { .. } => (StatusCode::BAD_REQUEST, koo::INTEGRITY),
             ApiError::Forbidden => (StatusCode::BAD_REQUEST, koo::NO_PERMISSION),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, koo::BUSY),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, koo::INTERNAL),
             ApiError::Engine(e) => match e {
                 E::NotFound | E::NotOwner => (StatusCode::BAD_REQUEST, koo::NO_TASK),
@@ -147,7 +196,10 @@ impl IntoResponse for KooError {
             }
             _ => msg,
         };
-        (status, Json(json!({"code": code, "msg": msg}))).into_response()
+        with_retry_after(
+            status,
+            Json(json!({"code": code, "msg": msg})).into_response(),
+        )
     }
 }
 
@@ -168,7 +220,11 @@ impl IntoResponse for MssError {
             ApiError::Auth(_) | ApiError::Forbidden => {
                 (StatusCode::UNAUTHORIZED, mss::UNAUTHORIZED)
             }
-            ApiError::BadRequest(_) => (StatusCode::BAD_REQUEST, mss::INVALID_PARAM),
+            ApiError::BadRequest(_) | ApiError::TooLarge(_) => {
+                (StatusCode::BAD_REQUEST, mss::INVALID_PARAM)
+            }
+            ApiError::ContentMd5Mismatch { .. } => (StatusCode::BAD_REQUEST, mss::MD5_MISMATCH),
+            ApiError::Busy(_) => (StatusCode::SERVICE_UNAVAILABLE, mss::BUSY),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, mss::INTERNAL),
             ApiError::Engine(e) => match e {
                 E::NotFound | E::NotOwner => (StatusCode::NOT_FOUND, mss::NOT_FOUND),
@@ -180,6 +236,9 @@ impl IntoResponse for MssError {
                 E::Io { role, .. } if *role == "request body" => {
                     (StatusCode::BAD_REQUEST, mss::INVALID_PARAM)
                 }
+                // A full disk is the operator's to fix, not a server bug: say
+                // so (as KooDrive's 13000311 does) rather than hide it in a 500.
+                e if is_no_space(e) => (StatusCode::INSUFFICIENT_STORAGE, mss::NO_SPACE),
                 E::Io { .. } => (StatusCode::INTERNAL_SERVER_ERROR, mss::INTERNAL),
                 _ => (StatusCode::BAD_REQUEST, mss::INVALID_PARAM),
             },
@@ -187,12 +246,118 @@ impl IntoResponse for MssError {
         let msg = match &self.0 {
             ApiError::Engine(E::NotOwner) => E::NotFound.to_string(),
             ApiError::Forbidden => "Unauthorized".to_owned(),
+            // The error's own text names the file role and the errno, which
+            // tells a client nothing it can act on.
+            _ if code == mss::NO_SPACE => {
+                tracing::error!(error = %msg, "no space left for an upload");
+                "not enough space on the server to store the upload; retry later".to_owned()
+            }
             _ if status == StatusCode::INTERNAL_SERVER_ERROR => {
                 tracing::error!(error = %msg, "internal error");
                 "Internal Error".to_owned()
             }
             _ => msg,
         };
-        (status, Json(json!({"error_code": code, "error_msg": msg}))).into_response()
+        with_retry_after(
+            status,
+            Json(json!({"error_code": code, "error_msg": msg})).into_response(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn answer(resp: Response) -> (StatusCode, serde_json::Value) {
+        let status = resp.status();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("an error body");
+        (
+            status,
+            serde_json::from_slice(&body).expect("a JSON error body"),
+        )
+    }
+
+    fn no_space(role: &'static str) -> ApiError {
+        ApiError::Engine(partseal::Error::Io {
+            role,
+            source: std::io::Error::from_raw_os_error(28),
+        })
+    }
+
+    #[tokio::test]
+    async fn no_space_is_13000311_in_koodrive() {
+        for role in ["part data", "committed file", "upload record"] {
+            let (status, v) = answer(KooError(no_space(role)).into_response()).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{role}: {v}");
+            assert_eq!(v["code"], koo::NO_SPACE, "{role}: {v}");
+        }
+    }
+
+    #[tokio::test]
+    async fn metastudio_no_space_is_not_a_500() {
+        for role in ["part data", "committed file", "upload record"] {
+            let (status, v) = answer(MssError(no_space(role)).into_response()).await;
+            assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{role}: {v}");
+            assert_eq!(v["error_code"], mss::NO_SPACE, "{role}: {v}");
+            let msg = v["error_msg"].as_str().unwrap_or_default();
+            assert!(
+                msg.contains("space"),
+                "{role}: the message names the cause: {v}"
+            );
+        }
+        // Other I/O errors stay internal.
+        let eio = ApiError::Engine(partseal::Error::Io {
+            role: "part data",
+            source: std::io::Error::from_raw_os_error(5),
+        });
+        let (status, v) = answer(MssError(eio).into_response()).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{v}");
+        assert_eq!(v["error_code"], mss::INTERNAL, "{v}");
+    }
+
+    #[tokio::test]
+    async fn busy_is_503_with_retry_after_in_both_dialects() {
+        let busy = || ApiError::Busy("64 part uploads in flight".into());
+        for (resp, field, code) in [
+            (KooError(busy()).into_response(), "code", json!(koo::BUSY)),
+            (
+                MssError(busy()).into_response(),
+                "error_code",
+                json!(mss::BUSY),
+            ),
+        ] {
+            let retry = resp.headers().get(header::RETRY_AFTER).cloned();
+            let (status, v) = answer(resp).await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+            assert_eq!(retry, Some(HeaderValue::from(RETRY_AFTER_SECS)), "{v}");
+            assert_eq!(v[field], code, "{v}");
+        }
+        let resp = KooError(ApiError::bad("x")).into_response();
+        assert!(resp.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[tokio::test]
+    async fn too_large_is_13000423_in_koodrive_and_invalid_param_in_metastudio() {
+        let cases = [
+            ApiError::TooLarge("length 9 is more than the 8 bytes allowed".into()),
+            ApiError::Engine(partseal::Error::PartTooLarge { part: 2, max: 8 }),
+            ApiError::Engine(partseal::Error::FileTooLarge { len: 9, max: 8 }),
+        ];
+        for e in cases {
+            let text = e.to_string();
+            let (status, v) = answer(KooError(e).into_response()).await;
+            assert_eq!(
+                (status, &v["code"]),
+                (StatusCode::BAD_REQUEST, &koo::BAD_PART.into()),
+                "{v}"
+            );
+            assert_eq!(v["msg"], text);
+        }
+        let (status, v) = answer(MssError(ApiError::TooLarge("x".into())).into_response()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+        assert_eq!(v["error_code"], mss::INVALID_PARAM, "{v}");
     }
 }

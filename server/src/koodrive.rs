@@ -282,8 +282,16 @@ fn optional_sha256(field: Option<&str>) -> Result<Option<Sha256>, ApiError> {
         .map_err(|e| ApiError::bad(format!("sha256: {e}")))
 }
 
-/// The engine's plan for the `multiParts` of a request.
-fn plans(parts: &[PartInfo]) -> Result<Vec<PartPlan>, ApiError> {
+/// The engine's plan for the `multiParts` of a request. A part over the
+/// largest part size is refused here: the engine calls it a bad plan, but the
+/// API documents it as a part too large (13000423).
+fn plans(parts: &[PartInfo], max_part_size: u64) -> Result<Vec<PartPlan>, ApiError> {
+    if let Some(p) = parts.iter().find(|p| p.part_size > max_part_size) {
+        return Err(ApiError::TooLarge(format!(
+            "part {} is {} bytes, more than the largest part size {max_part_size}",
+            p.part_number, p.part_size
+        )));
+    }
     parts.iter().map(PartInfo::plan).collect()
 }
 
@@ -344,7 +352,7 @@ async fn create(
         MAX_PUT_LENGTH.min(state.engine.config().limits.max_part_size)
     };
     if req.length > max {
-        return Err(ApiError::bad(format!(
+        return Err(ApiError::TooLarge(format!(
             "length {} is more than the {} bytes allowed in {} mode",
             req.length,
             max,
@@ -414,7 +422,7 @@ async fn create(
             hash_ctx: None,
         }]
     };
-    let plan = plans(&parts)?;
+    let plan = plans(&parts, state.engine.config().limits.max_part_size)?;
     let mut spec = FileSpec::default()
         .with_length(req.length)
         .with_plan(plan)
@@ -460,7 +468,7 @@ async fn upload_urls(
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: UploadUrlRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
-    let plan = plans(&req.multi_parts)?;
+    let plan = plans(&req.multi_parts, state.engine.config().limits.max_part_size)?;
     let (o, i) = (caller.owner.clone(), id.clone());
     state.blocking(move |e| e.plan_parts(&o, &i, &plan)).await?;
     let echoed = req

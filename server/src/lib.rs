@@ -7,10 +7,12 @@
 
 pub mod auth;
 pub mod config;
+pub mod content_md5;
 pub mod error;
 pub mod koodrive;
 pub mod metastudio;
 pub mod openapi;
+pub mod serve;
 pub mod upload;
 
 use std::io;
@@ -20,6 +22,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
 use futures_util::TryStreamExt;
+use tokio::sync::Semaphore;
 use tokio_util::io::{StreamReader, SyncIoBridge};
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::timeout::RequestBodyTimeoutLayer;
@@ -41,12 +44,30 @@ pub struct AppState {
     pub signer: UrlSigner,
     /// Limits and URLs.
     pub settings: Settings,
+    /// One permit per part body being received (`settings.max_parts_in_flight`).
+    pub parts_in_flight: Arc<Semaphore>,
 }
 
 /// Shared handle to [`AppState`].
 pub type State = Arc<AppState>;
 
 impl AppState {
+    /// The state of a server with these parts.
+    pub fn new(
+        engine: Engine,
+        credentials: Credentials,
+        signer: UrlSigner,
+        settings: Settings,
+    ) -> AppState {
+        AppState {
+            parts_in_flight: Arc::new(Semaphore::new(settings.max_parts_in_flight as usize)),
+            engine,
+            credentials,
+            signer,
+            settings,
+        }
+    }
+
     /// The user holding this token (compared in constant time with every
     /// user's token, so the time taken says nothing about near misses).
     pub fn user_by_token(&self, token: &str) -> Option<&User> {

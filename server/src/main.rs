@@ -13,6 +13,7 @@ use tracing_subscriber::EnvFilter;
 use partseal::{Config, Engine};
 use partseal_server::auth::UrlSigner;
 use partseal_server::config::{Args, Credentials, url_key};
+use partseal_server::serve::serve;
 use partseal_server::{AppState, app};
 
 #[tokio::main]
@@ -72,12 +73,12 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             cred_path.display()
         );
     }
-    let state = Arc::new(AppState {
+    let state = Arc::new(AppState::new(
         engine,
         credentials,
-        signer: UrlSigner::new(key),
-        settings: args.settings(public_url.clone()),
-    });
+        UrlSigner::new(key),
+        args.settings(public_url.clone()),
+    ));
     println!(
         "partseal-server: listening on {public_url}, store in {}",
         args.data.display()
@@ -88,7 +89,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // request loses nothing the client was told is stored).
     let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app(state)).with_graceful_shutdown(async move {
+    let server = serve(listener, app(state), args.serve_options(), async move {
         stop.await;
         let _ = stopping_tx.send(());
     });
@@ -99,7 +100,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     tokio::select! {
-        done = std::future::IntoFuture::into_future(server) => {
+        done = server => {
             done?;
             tracing::info!("stopped; in-flight requests finished");
         }

@@ -5,7 +5,8 @@
 //! number, owner and expiry, so a URL needs no other credentials, expires, and
 //! cannot be turned into a URL for another API, file, part or owner. The body streams
 //! into the engine, which hashes it while writing and answers with the part's
-//! SHA-256 as the `ETag`.
+//! SHA-256 as the `ETag`; a `Content-MD5` is checked on the way (see
+//! [`crate::content_md5`]).
 
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -21,6 +22,7 @@ use serde_json::json;
 use partseal::{FileId, Owner, PartNumber};
 
 use crate::auth::{AuthError, UploadGrant};
+use crate::content_md5::{self, Md5Checked, Mismatch};
 use crate::error::{ApiError, KooError, MssError, mss};
 use crate::{State, body_reader};
 
@@ -199,10 +201,35 @@ async fn receive(
         ),
         None => None,
     };
-    let reader = body_reader(body);
-    let receipt = state
-        .blocking(move |e| e.put_part(&owner, &id, PartNumber::new(part)?, reader, expected_len))
-        .await?;
+    let md5 = content_md5::parse(headers)?;
+    // Each body in flight holds a blocking thread until it ends, however
+    // slowly the client sends it: bound them, and refuse the rest before
+    // reading a byte. The permit goes with the engine call, which runs on
+    // even if this request is dropped.
+    let permit = state
+        .parts_in_flight
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            ApiError::Busy(format!(
+                "{} part uploads are in progress, the most this server takes at once",
+                state.settings.max_parts_in_flight
+            ))
+        })?;
+    let mismatch = Mismatch::default();
+    let reader = Md5Checked::new(body_reader(body), md5, mismatch.clone());
+    let res = state
+        .blocking(move |e| {
+            let _permit = permit;
+            e.put_part(&owner, &id, PartNumber::new(part)?, reader, expected_len)
+        })
+        .await;
+    // A body that ended with another MD5 failed the engine's read of it; the
+    // engine kept nothing, and the reason is ours to tell.
+    let receipt = match (res, md5.and_then(|m| mismatch.error(&m))) {
+        (Err(_), Some(e)) => return Err(e),
+        (res, _) => res?,
+    };
     tracing::info!(file_id, part, len = receipt.len, link = ?receipt.link, "part stored");
     Ok(receipt.sha256.to_hex())
 }

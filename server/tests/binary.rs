@@ -2,8 +2,8 @@
 //! ephemeral port, the development credentials written on first start and
 //! reused after, a KooDrive upload through it, graceful shutdown on SIGTERM
 //! and SIGINT with an upload in flight (and right after start-up), the
-//! shutdown grace period cutting clients that never finish, `--help`, and
-//! start-up failures.
+//! shutdown grace period cutting clients that never finish, the header
+//! timeout and the connection limit, `--help`, and start-up failures.
 //!
 //! Every wait is bounded, so a server that hangs fails the test instead of
 //! blocking CI; the child is killed when its handle is dropped.
@@ -121,7 +121,10 @@ fn command(args: &[&str]) -> Command {
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("RUST_LOG", "info,tower_http=debug,axum::serve=trace")
+        .env(
+            "RUST_LOG",
+            "info,tower_http=debug,partseal_server::serve=debug",
+        )
         .kill_on_drop(true);
     for (k, _) in std::env::vars_os() {
         if k.to_string_lossy().starts_with("PARTSEAL_") {
@@ -736,6 +739,12 @@ async fn help_lists_the_flags() {
         "--date-window-secs",
         "--url-ttl-secs",
         "--shutdown-grace-secs",
+        "--header-timeout-secs",
+        "--max-connections",
+        "--max-parts-in-flight",
+        "PARTSEAL_HEADER_TIMEOUT_SECS",
+        "PARTSEAL_MAX_CONNECTIONS",
+        "PARTSEAL_MAX_PARTS_IN_FLIGHT",
         "--help",
         "--version",
         "PARTSEAL_LISTEN",
@@ -874,5 +883,140 @@ async fn a_missing_data_directory_is_created() {
     let mut s = Server::start(&data, &[]).await;
     let (_, creds) = read_credentials(&data.join("credentials.json"));
     assert_eq!(creds.users.len(), 1);
+    s.stop(libc::SIGTERM).await;
+}
+
+/// Reads from `tcp` until the server closes it (EOF or reset); `None` if it
+/// is still open after `limit`. Sends one more header byte every 200 ms in
+/// the meantime, as a slow client would.
+async fn trickle_until_closed(mut tcp: tokio::net::TcpStream, limit: Duration) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let start = Instant::now();
+    if tcp
+        .write_all(b"PUT /upload/koodrive/x/1 HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .is_err()
+    {
+        return Some(start.elapsed());
+    }
+    let mut buf = [0u8; 1024];
+    while start.elapsed() < limit {
+        tokio::select! {
+            r = tcp.read(&mut buf) => match r {
+                Ok(0) | Err(_) => return Some(start.elapsed()),
+                // A 408 or the like before the close is fine too.
+                Ok(_) => {}
+            },
+            () = tokio::time::sleep(Duration::from_millis(200)) => {
+                if tcp.write_all(b"X").await.is_err() {
+                    return Some(start.elapsed());
+                }
+            }
+        }
+    }
+    None
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickling_headers_are_cut_off_after_the_header_timeout() {
+    const CLIENTS: usize = 200;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &["--header-timeout-secs", "1"]).await;
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        let tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        clients.push(tokio::spawn(trickle_until_closed(
+            tcp,
+            Duration::from_secs(20),
+        )));
+    }
+    let mut open = 0;
+    for c in clients {
+        match within(HTTP, "a trickling client", c).await.unwrap() {
+            // Cut by the timeout, not by anything sooner.
+            Some(after) => assert!(after >= Duration::from_millis(500), "cut after {after:?}"),
+            None => open += 1,
+        }
+    }
+    assert_eq!(
+        open, 0,
+        "{open} of {CLIENTS} trickling connections still open after 20 s"
+    );
+    // The server still answers.
+    let resp = within(
+        HTTP,
+        "GET /openapi.json",
+        client().get(format!("{}/openapi.json", s.url)).send(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 200);
+    s.stop(libc::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_limit_are_refused_with_503() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &["--max-connections", "2"]).await;
+    // Two connections that send nothing hold both places.
+    let idle: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(s.addr).unwrap())
+        .collect();
+    let accepted = |l: &str| l.contains("connection accepted");
+    let deadline = Instant::now() + HTTP;
+    while s.stderr.all().iter().filter(|l| accepted(l)).count() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "not accepted:\n{}",
+            s.stderr.text()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // A third gets a 503 in the dialect of the API it calls, and is closed.
+    for (path, field, code) in [
+        ("/koodrive/ose/v1/files/create", "code", json!(13000424)),
+        ("/v1/p/files", "error_code", json!("MSS.10001024")),
+        (
+            "/upload/metastudio/x/1",
+            "error_code",
+            json!("MSS.10001024"),
+        ),
+    ] {
+        let resp = within(
+            HTTP,
+            path,
+            client().post(format!("{}{path}", s.url)).body("{}").send(),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(resp.status(), 503, "{path}");
+        assert_eq!(resp.headers()["retry-after"], "2", "{path}");
+        assert_eq!(resp.headers()["connection"], "close", "{path}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v[field], code, "{path}: {v}");
+    }
+
+    // Once the idle ones go, there is room again.
+    drop(idle);
+    let deadline = Instant::now() + HTTP;
+    loop {
+        let resp = within(
+            HTTP,
+            "GET /openapi.json",
+            client().get(format!("{}/openapi.json", s.url)).send(),
+        )
+        .await
+        .unwrap();
+        if resp.status() == 200 {
+            break;
+        }
+        assert_eq!(resp.status(), 503);
+        assert!(
+            Instant::now() < deadline,
+            "no room after the idle connections closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     s.stop(libc::SIGTERM).await;
 }

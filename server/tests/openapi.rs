@@ -327,6 +327,7 @@ fn document_lists_every_error_code() {
         koo::MISSING_PARTS,
         koo::CONFLICT,
         koo::BAD_PART,
+        koo::BUSY,
         koo::INTERNAL,
     ]
     .into();
@@ -354,12 +355,35 @@ fn document_lists_every_error_code() {
         mss::MD5_MISMATCH,
         mss::MISSING_PARTS,
         mss::CONFLICT,
+        mss::NO_SPACE,
+        mss::BUSY,
     ]
     .into();
     assert_eq!(mss_codes, expected);
     let text = schemas["MssError"]["description"].as_str().unwrap();
     for c in &expected {
         assert!(text.contains(c), "MssError does not describe {c}");
+    }
+}
+
+#[test]
+fn large_file_size_bounds_are_the_enforced_ones() {
+    let doc = doc();
+    let field =
+        &doc["components"]["schemas"]["MssCreateLargeFileRequest"]["properties"]["file_size"];
+    assert_eq!(
+        field["maximum"].as_u64(),
+        Some(partseal_server::metastudio::MAX_LARGE_FILE_SIZE),
+        "{field}"
+    );
+    let text = field["description"].as_str().unwrap();
+    let default_max =
+        <partseal_server::config::Args as clap::Parser>::parse_from(["x"]).max_file_size;
+    for bound in [
+        partseal_server::metastudio::MAX_LARGE_FILE_SIZE,
+        default_max,
+    ] {
+        assert!(text.contains(&bound.to_string()), "{bound} not in {text:?}");
     }
 }
 

@@ -227,11 +227,13 @@ async fn the_official_python_sdk_uploads_confirms_and_deletes() {
     let (status, v) = s.koo("bob", &format!("files/{id}/detail"), json!({})).await;
     assert_eq!(status, 400, "{v}");
 
-    // The wrong file_md5 was refused with the digest-mismatch code, and
-    // nothing was committed for it.
+    // The SDK sends the wrong file_md5 as the PUT's Content-MD5 too, so the
+    // PUT is refused (and keeps nothing), and confirm finds the segment
+    // missing; nothing was committed for it.
     let bad = step(&lines, "bad-md5-rejected");
+    assert_eq!(bad["put_status"], 400, "{bad}");
     assert_eq!(bad["status"], 400, "{bad}");
-    assert_eq!(bad["error_code"], "MSS.10001020", "{bad}");
+    assert_eq!(bad["error_code"], "MSS.10001021", "{bad}");
     assert_eq!(summary["bad_md5"], bad["file_id"]);
     let bad_id = bad["file_id"].as_str().unwrap();
     assert!(out_dir.path().join(format!("{bad_id}.bin")).exists());

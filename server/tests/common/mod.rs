@@ -17,6 +17,7 @@ pub struct TestServer {
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
     pub users: Vec<User>,
+    pub state: Arc<AppState>,
 }
 
 pub fn user(id: &str) -> User {
@@ -68,37 +69,55 @@ impl TestServer {
     }
 
     pub async fn start_opts(opts: Options) -> TestServer {
+        Self::start_full(opts, |_, _| {}).await
+    }
+
+    /// A server whose engine configuration and settings `tweak` changes
+    /// from the defaults of [`TestServer::start`].
+    pub async fn start_custom(tweak: impl FnOnce(&mut Config, &mut Settings)) -> TestServer {
+        Self::start_full(Options::default(), tweak).await
+    }
+
+    async fn start_full(
+        opts: Options,
+        tweak: impl FnOnce(&mut Config, &mut Settings),
+    ) -> TestServer {
         let Options {
             credentials,
             body_timeout,
             date_window,
         } = opts;
         let dir = tempfile::tempdir().unwrap();
-        let limits = Limits::new(64, 64 << 20, 1 << 30);
-        let engine = Engine::open(dir.path(), Config::default().with_limits(limits)).unwrap();
+        let mut config = Config::default().with_limits(Limits::new(64, 64 << 20, 1 << 30));
         let users = credentials.users.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(AppState {
+        let mut settings = Settings {
+            public_url: url.clone(),
+            max_json_body: 1 << 20,
+            body_timeout,
+            date_window,
+            url_ttl: Duration::from_secs(3600),
+            max_parts_in_flight: 64,
+        };
+        tweak(&mut config, &mut settings);
+        let engine = Engine::open(dir.path(), config).unwrap();
+        let state = Arc::new(AppState::new(
             engine,
             credentials,
-            signer: UrlSigner::new([7u8; 32]),
-            settings: Settings {
-                public_url: url.clone(),
-                max_json_body: 1 << 20,
-                body_timeout,
-                date_window,
-                url_ttl: Duration::from_secs(3600),
-            },
-        });
+            UrlSigner::new([7u8; 32]),
+            settings,
+        ));
+        let served = state.clone();
         tokio::spawn(async move {
-            axum::serve(listener, app(state)).await.unwrap();
+            axum::serve(listener, app(served)).await.unwrap();
         });
         TestServer {
             url,
             http: reqwest::Client::new(),
             dir,
             users,
+            state,
         }
     }
 
@@ -310,4 +329,43 @@ pub fn chain_parts(bytes: &[u8], part_size: usize) -> Vec<Value> {
         }
     }
     out
+}
+
+/// Sends a PUT head to `url` with `headers` (each `Name: value\r\n`)
+/// announcing `len` body bytes, and only the first 10 of them; returns the
+/// status, the head and the JSON body of the answer, which can therefore only
+/// have come before the body was read.
+pub fn answer_before_the_body(url: &str, headers: &str, len: usize) -> (u16, String, Value) {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (hostport, path) = rest.split_at(rest.find('/').unwrap());
+    let mut tcp = std::net::TcpStream::connect(hostport).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        tcp,
+        "PUT {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: {len}\r\n{headers}\r\n0123456789"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Until the end of the JSON body (the server may keep the connection).
+    while !got.ends_with(b"}") {
+        match tcp.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!(
+                "no answer while the body is incomplete ({e}); got {:?}",
+                String::from_utf8_lossy(&got)
+            ),
+        }
+    }
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let status: u16 = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {text:?}"));
+    let (head, body) = text.split_once("\r\n\r\n").expect("a head");
+    let v = serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
+    (status, head.to_owned(), v)
 }
