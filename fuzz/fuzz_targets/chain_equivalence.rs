@@ -25,8 +25,8 @@ use std::sync::Mutex;
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use partseal::hazmat::{LinkInput, LinkValue, compute_link, verify_chain};
 use partseal::hazmat::{Hasher, Midstate};
+use partseal::hazmat::{LinkInput, LinkValue, compute_link, verify_chain};
 use partseal::{DigestKind, Error, HashCtx, Sha256};
 
 const BLOCK: usize = 64;
@@ -114,7 +114,7 @@ fn verify(
 
 fn assert_link_mismatch(r: Result<Sha256, Error>, part: usize, what: &str) {
     match r {
-        Err(Error::LinkMismatch { part: p }) if p as usize == part + 1 => {}
+        Err(Error::LinkMismatch { part: p, .. }) if p as usize == part + 1 => {}
         other => panic!(
             "{what}: expected LinkMismatch for part {}, got {other:?}",
             part + 1

@@ -15,8 +15,8 @@
 use std::str::FromStr;
 
 use libfuzzer_sys::fuzz_target;
-use partseal::{FILE_ID_LEN, MAX_OWNER_LEN, MAX_PARTS};
 use partseal::{Error, FileId, Owner, PartNumber};
+use partseal::{FILE_ID_LEN, MAX_OWNER_LEN, MAX_PARTS};
 
 /// What every accepted id must be to be safe as one path component.
 fn assert_path_safe(s: &str, max: usize) {

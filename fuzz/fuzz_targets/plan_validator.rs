@@ -93,16 +93,12 @@ struct Input {
 
 fn limits(input: &Input) -> Limits {
     match input.limits {
-        Some((min, max_part, max_file)) => Limits {
-            min_part_size: u64::from(min % 2048),
-            max_part_size: u64::from(max_part % (1 << 16)),
-            max_file_size: u64::from(max_file % (1 << 20)),
-        },
-        None => Limits {
-            min_part_size: 64,
-            max_part_size: 1 << 16,
-            max_file_size: 1 << 20,
-        },
+        Some((min, max_part, max_file)) => Limits::new(
+            u64::from(min % 2048),
+            u64::from(max_part % (1 << 16)),
+            u64::from(max_file % (1 << 20)),
+        ),
+        None => Limits::new(64, 1 << 16, 1 << 20),
     }
 }
 
