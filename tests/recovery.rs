@@ -46,9 +46,15 @@ fn leftover_temp_files_and_half_written_parts_are_removed() {
 
     let engine = open(dir.path());
     assert_eq!(count(&dir.path().join("tmp")), 0);
-    assert!(!up.join("parts").join("3.00ff00ff00ff00ff.data").exists());
-    assert!(!up.join("upload.json.tmp-0123456789abcdef").exists());
+    // Each upload is recovered on its first use.
     let parts = engine.parts(&owner(), &id).unwrap();
+    assert!(!up.join("parts").join("3.00ff00ff00ff00ff.data").exists());
+    assert!(
+        !up.join("parts")
+            .join("2.json.tmp-0123456789abcdef")
+            .exists()
+    );
+    assert!(!up.join("upload.json.tmp-0123456789abcdef").exists());
     assert_eq!(parts.len(), 2);
     assert_eq!(parts[1].sha256, sha(&bytes[10_000..20_000]));
     // The upload continues where it was.
@@ -84,8 +90,8 @@ fn crash_between_commit_and_cleanup_keeps_the_committed_file() {
         (id, v)
     };
     let engine = open(dir.path());
-    assert!(!dir.path().join("uploads").join(id.as_str()).exists());
     assert_eq!(engine.verify(&owner(), &id, None).unwrap(), verified);
+    assert!(!dir.path().join("uploads").join(id.as_str()).exists());
     assert_eq!(
         fs::read(engine.get(&owner(), &id).unwrap().path).unwrap(),
         bytes
@@ -148,6 +154,7 @@ fn interrupted_chain_replacement_is_finished_at_open() {
     fs::write(up.join("assembly"), &asm).unwrap();
 
     let engine = open(dir.path());
+    assert_eq!(engine.parts(&owner(), &id).unwrap().len(), 3);
     assert!(!up.join("parts").join(staged).exists());
     let v = engine.verify(&owner(), &id, Some(sha(&bytes))).unwrap();
     assert_eq!(v.length, bytes.len() as u64);

@@ -51,13 +51,17 @@ impl Engine {
         id: &FileId,
         expected: Option<Sha256>,
     ) -> Result<Completion> {
-        let Some(up) = self.lookup(id) else {
+        let Some(up) = self.lookup(id)? else {
             return self.already_committed(owner, id, expected.as_ref());
         };
         if up.state().record.owner != *owner {
             return Err(Error::NotOwner);
         }
         let _gate = up.exclusive();
+        // A complete attempt is activity, even one that fails and so writes
+        // nothing else.
+        up.touch();
+        store::touch(&self.inner.layout, id);
         let (record, phase) = {
             let st = up.state();
             (st.record.clone(), st.phase)
@@ -65,7 +69,7 @@ impl Engine {
         match phase {
             Phase::Open => {}
             Phase::Committed => return self.already_committed(owner, id, expected.as_ref()),
-            Phase::Aborted => return Err(Error::NotFound),
+            Phase::Aborted | Phase::Expired => return Err(Error::NotFound),
             Phase::CommitNotDurable => {
                 // An earlier call got past the commit point and then failed:
                 // this call makes the commit durable, so it is the one that

@@ -56,6 +56,7 @@ impl Engine {
         let n = number.get();
         let up = self.open_upload(owner, id)?;
         let _gate = up.enter()?;
+        up.touch();
         let part_lock = up.part_lock(n);
         let _part = lock(&part_lock);
         let (record, existing) = {
@@ -100,7 +101,7 @@ impl Engine {
             }
         }
         let min_len = planned.map(|p| p.size).or(expected_len);
-        match (record.mode, planned) {
+        let res = match (record.mode, planned) {
             (Mode::Chain, Some(p)) => {
                 self.put_chain_part(&up, &record, p, existing, body, expected_len)
             }
@@ -123,7 +124,10 @@ impl Engine {
                 res
             }
             _ => self.put_stream_part(&up, n, max, min_len, existing, body),
-        }
+        };
+        // A long body is activity until its end.
+        up.touch();
+        res
     }
 
     fn put_stream_part(

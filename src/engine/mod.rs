@@ -10,6 +10,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use crate::error::{Error, ParseError, Result};
 use crate::id::{FileId, Owner, PartNumber};
@@ -21,23 +22,34 @@ mod complete;
 mod eager;
 mod index;
 mod ingest;
+mod lifecycle;
 mod state;
 mod stream;
 mod types;
 
+pub use lifecycle::{ExpiredUpload, FileReader, OpenUpload, SweepReport, UploadStatus};
 pub use types::{
     Committed, Completion, Config, FileSpec, LinkCheck, MAX_LABEL_LEN, MAX_LABELS, PartInfo,
     PartReceipt, Verified,
 };
 
 use index::ContentIndex;
+use lifecycle::Tombstones;
 use state::{Phase, Upload, lock};
+
+/// An open upload the engine knows of: recovered and in memory, or still on
+/// disk only (after open, or after a long idle time), loaded on first use.
+enum Slot {
+    Unloaded,
+    Loaded(Arc<Upload>),
+}
 
 struct Inner {
     layout: Layout,
     cfg: Config,
-    uploads: Mutex<HashMap<FileId, Arc<Upload>>>,
+    uploads: Mutex<HashMap<FileId, Slot>>,
     committed: Mutex<ContentIndex>,
+    aborted: Mutex<Tombstones>,
     _lock: store::StoreLock,
 }
 
@@ -72,10 +84,10 @@ impl Engine {
         #[cfg(not(feature = "fault-injection"))]
         let faults = crate::faults::Faults;
         let layout = Layout::new(root.as_ref(), faults);
-        let mut uploads = HashMap::new();
-        for r in store::recover(&layout)? {
-            uploads.insert(r.id.clone(), Arc::new(Upload::new(r.id, r.record, r.parts)));
-        }
+        let uploads = store::recover(&layout)?
+            .into_iter()
+            .map(|id| (id, Slot::Unloaded))
+            .collect();
         let committed = ContentIndex::load(&layout)?;
         Ok(Engine {
             inner: Arc::new(Inner {
@@ -83,6 +95,7 @@ impl Engine {
                 cfg,
                 uploads: Mutex::new(uploads),
                 committed: Mutex::new(committed),
+                aborted: Mutex::new(Tombstones::default()),
                 _lock: lock,
             }),
         })
@@ -154,8 +167,8 @@ impl Engine {
         };
         let id = FileId::generate()?;
         store::create_upload(&self.inner.layout, &id, &record)?;
-        let up = Upload::new(id.clone(), record, BTreeMap::new());
-        lock(&self.inner.uploads).insert(id.clone(), Arc::new(up));
+        let up = Upload::new(id.clone(), record, BTreeMap::new(), SystemTime::now());
+        lock(&self.inner.uploads).insert(id.clone(), Slot::Loaded(Arc::new(up)));
         Ok(id)
     }
 
@@ -174,6 +187,7 @@ impl Engine {
     pub fn plan_parts(&self, owner: &Owner, id: &FileId, parts: &[PartPlan]) -> Result<()> {
         let up = self.open_upload(owner, id)?;
         let _gate = up.enter()?;
+        up.touch();
         let mut st = up.state();
         st.check_open()?;
         let merged = plan::merge(
@@ -218,20 +232,37 @@ impl Engine {
                     number: PartNumber::new(u64::from(*n))?,
                     len: r.len,
                     sha256: r.sha256,
+                    link_checked: link_holds(&st.record, *n, r),
                 })
             })
             .collect()
     }
 
     /// Removes an open upload and everything of it, crash-safely (after a
-    /// crash it is whole or gone). Waits for part uploads in progress.
+    /// crash it is whole or gone). Waits for part uploads in progress. An
+    /// upload the same owner aborted before is aborted again at once (the
+    /// engine remembers aborts since it was opened, see [`Engine::status`]).
     ///
     /// # Errors
     /// [`Error::NotFound`] / [`Error::NotOwner`] for an unknown or foreign
     /// upload, [`Error::Conflict`] for a committed one, [`Error::Io`] when
     /// the removal cannot be made durable (a retry finishes it).
     pub fn abort(&self, owner: &Owner, id: &FileId) -> Result<()> {
-        let up = self.open_upload(owner, id)?;
+        self.abort_with_note(owner, id, None)
+    }
+
+    /// [`Engine::abort`], keeping `note` (e.g. why the client gave up) for
+    /// [`Engine::status`] to report.
+    ///
+    /// # Errors
+    /// As [`Engine::abort`].
+    pub fn abort_with_note(&self, owner: &Owner, id: &FileId, note: Option<&str>) -> Result<()> {
+        let up = match self.open_upload(owner, id) {
+            Err(Error::NotFound) if lock(&self.inner.aborted).get(id, owner).is_some() => {
+                return Ok(());
+            }
+            r => r?,
+        };
         let _gate = up.exclusive();
         let mut st = up.state();
         st.check_open()?;
@@ -244,6 +275,7 @@ impl Engine {
         }
         st.phase = Phase::Aborted;
         lock(&self.inner.uploads).remove(id);
+        lock(&self.inner.aborted).insert(id, owner, note);
         Ok(())
     }
 
@@ -289,14 +321,31 @@ impl Engine {
         Ok(rec)
     }
 
-    fn lookup(&self, id: &FileId) -> Option<Arc<Upload>> {
-        lock(&self.inner.uploads).get(id).cloned()
+    /// The open upload `id`, recovered from disk on its first use.
+    fn lookup(&self, id: &FileId) -> Result<Option<Arc<Upload>>> {
+        let mut map = lock(&self.inner.uploads);
+        match map.get(id) {
+            None => Ok(None),
+            Some(Slot::Loaded(up)) => Ok(Some(up.clone())),
+            Some(Slot::Unloaded) => {
+                // Under the map's lock: no one else loads or expires it meanwhile.
+                let layout = &self.inner.layout;
+                let Some(r) = store::load_upload(layout, id)? else {
+                    map.remove(id);
+                    return Ok(None);
+                };
+                let activity = store::activity_stamp(layout, id).unwrap_or_else(SystemTime::now);
+                let up = Arc::new(Upload::new(r.id, r.record, r.parts, activity));
+                map.insert(id.clone(), Slot::Loaded(up.clone()));
+                Ok(Some(up))
+            }
+        }
     }
 
     /// The upload `id` of `owner`, as long as the engine tracks it; a
     /// committed one is a conflict ("the upload is complete").
     fn open_upload(&self, owner: &Owner, id: &FileId) -> Result<Arc<Upload>> {
-        let Some(up) = self.lookup(id) else {
+        let Some(up) = self.lookup(id)? else {
             return match self.file_record(owner, id) {
                 Ok(_) => Err(state::complete_error()),
                 Err(e) => Err(e),
@@ -306,6 +355,21 @@ impl Engine {
             return Err(Error::NotOwner);
         }
         Ok(up)
+    }
+}
+
+/// Whether part `n`'s link was checked: it leads to the next part's declared
+/// `hashCtx`, or, being the last, to the declared digest.
+fn link_holds(record: &UploadRecord, n: u32, part: &store::PartRecord) -> bool {
+    if record.mode != Mode::Chain {
+        return false;
+    }
+    match record.plan.get(&(n + 1)) {
+        Some(next) => part.state_out.is_some() && part.state_out == next.ctx,
+        None => {
+            let is_last = record.plan.keys().next_back() == Some(&n);
+            is_last && record.sha256.is_some() && part.digest_if_last == record.sha256
+        }
     }
 }
 

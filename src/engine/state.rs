@@ -6,8 +6,9 @@
 //! for short bookkeeping, never across I/O.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, TryLockError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use md5::Md5;
 
@@ -37,6 +38,8 @@ pub(super) enum Phase {
     Committed,
     /// Aborted; the upload no longer exists.
     Aborted,
+    /// Removed by expiry; the upload no longer exists.
+    Expired,
 }
 
 pub(super) struct UploadState {
@@ -56,7 +59,7 @@ impl UploadState {
         match self.phase {
             Phase::Open => Ok(()),
             Phase::CommitNotDurable | Phase::Committed => Err(complete_error()),
-            Phase::Aborted => Err(Error::NotFound),
+            Phase::Aborted | Phase::Expired => Err(Error::NotFound),
         }
     }
 }
@@ -73,6 +76,14 @@ pub(super) struct Upload {
     part_locks: Mutex<HashMap<u32, Arc<Mutex<()>>>>,
     state: Mutex<UploadState>,
     pub(super) eager_running: AtomicBool,
+    /// When it was last active, in milliseconds since the Unix epoch.
+    activity: AtomicU64,
+}
+
+/// Milliseconds since the Unix epoch of `t` (0 before it).
+pub(super) fn unix_ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Locks a mutex; a panic elsewhere must not wedge every later request.
@@ -85,6 +96,7 @@ impl Upload {
         id: FileId,
         record: UploadRecord,
         parts: BTreeMap<u32, PartRecord>,
+        activity: SystemTime,
     ) -> Upload {
         Upload {
             id,
@@ -98,7 +110,19 @@ impl Upload {
                 unset_puts: 0,
             }),
             eager_running: AtomicBool::new(false),
+            activity: AtomicU64::new(unix_ms(activity)),
         }
+    }
+
+    /// Records activity now: expiry counts idle time from the last one.
+    pub(super) fn touch(&self) {
+        self.activity
+            .fetch_max(unix_ms(SystemTime::now()), Ordering::Relaxed);
+    }
+
+    /// How long the upload has been idle at `now`.
+    pub(super) fn idle(&self, now: SystemTime) -> Duration {
+        Duration::from_millis(unix_ms(now).saturating_sub(self.activity.load(Ordering::Relaxed)))
     }
 
     pub(super) fn state(&self) -> MutexGuard<'_, UploadState> {
@@ -118,6 +142,15 @@ impl Upload {
             Err(TryLockError::WouldBlock) => Err(Error::Conflict(
                 "a complete of this upload is in progress".into(),
             )),
+        }
+    }
+
+    /// Excludes every part upload and plan if none is in progress.
+    pub(super) fn try_exclusive(&self) -> Option<RwLockWriteGuard<'_, ()>> {
+        match self.gate.try_write() {
+            Ok(g) => Some(g),
+            Err(TryLockError::Poisoned(e)) => Some(e.into_inner()),
+            Err(TryLockError::WouldBlock) => None,
         }
     }
 

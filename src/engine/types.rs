@@ -29,6 +29,11 @@ pub struct Config {
     pub eager_hashing: bool,
     /// Bytes read from a part body at a time (default 1 MiB).
     pub ingest_buffer: usize,
+    /// Open uploads without activity (create, plan, part, complete attempt)
+    /// for this long are aborted by
+    /// [`Engine::expire_idle_uploads`](crate::Engine::expire_idle_uploads);
+    /// `None` keeps them for ever. Default 7 days.
+    pub upload_ttl: Option<std::time::Duration>,
     /// Faults to inject into durable file operations; none by default.
     #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::Faults,
@@ -43,6 +48,7 @@ impl Default for Config {
             merge_depth: pipeline.depth,
             eager_hashing: true,
             ingest_buffer: 1 << 20,
+            upload_ttl: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::Faults::none(),
         }
@@ -173,6 +179,10 @@ pub struct PartInfo {
     pub len: u64,
     /// Its own SHA-256.
     pub sha256: Sha256,
+    /// Chain mode: its link was checked and holds (it leads to the next
+    /// part's `hashCtx`, or to the declared digest). False in stream mode,
+    /// where nothing is checked before complete.
+    pub link_checked: bool,
 }
 
 /// The facts of a verified, committed file.

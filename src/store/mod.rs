@@ -14,8 +14,14 @@
 //! Every record is written to a temporary name, fsynced, renamed and its
 //! directory fsynced. An upload is created, and a file committed, by renaming
 //! a complete directory out of `tmp/`, so each appears whole or not at all.
-//! The commit point of a verify is the rename into `files/`; an upload
+//! The commit point of a complete is the rename into `files/`; an upload
 //! directory left beside its committed file is removed by recovery.
+//!
+//! Recovery is in two steps, so that a store with many open uploads opens in
+//! the time of a directory listing: at open, `tmp/` is emptied and the open
+//! uploads are listed; each upload is recovered (unacknowledged bytes
+//! removed, interrupted replacements finished, records read) when it is
+//! first used, and expiry removes the ones never used again.
 //!
 //! Once the rename into `files/` has happened the file is immutable, whatever
 //! fails afterwards: the engine marks the upload complete before it looks at
@@ -38,8 +44,8 @@ mod staging;
 
 pub(crate) use layout::{Layout, part_data_name};
 pub(crate) use records::{FileRecord, Mode, PartRecord, UploadRecord, load_json, to_json};
-pub(crate) use recover::{committed, recover};
-pub(crate) use staging::{CommitFailure, Staging, create_upload, discard, link_or_copy};
+pub(crate) use recover::{committed, load_upload, recover};
+pub(crate) use staging::{CommitFailure, Staging, bury, create_upload, discard, link_or_copy};
 
 /// An exclusive lock on a store directory, held for the life of an engine:
 /// two processes recovering and writing one store would destroy each
@@ -127,6 +133,29 @@ pub(crate) fn settle_staged(
     fs::remove_file(&staged_path).map_err(Error::io("staged part"))?;
     layout.fsync_dir(&layout.parts_dir(id))?;
     Ok(settled)
+}
+
+/// When an open upload was last active, as the store shows it: the newest
+/// change of its directory, its parts directory or its record (a record
+/// write, a part acknowledged, a complete attempt touching the record).
+pub(crate) fn activity_stamp(layout: &Layout, id: &FileId) -> Option<std::time::SystemTime> {
+    [
+        layout.upload_dir(id),
+        layout.parts_dir(id),
+        layout.upload_record(id),
+    ]
+    .iter()
+    .filter_map(|p| fs::metadata(p).and_then(|m| m.modified()).ok())
+    .max()
+}
+
+/// Marks the upload's record as touched now (a complete attempt, which
+/// writes nothing else). Best effort: a lost touch only makes the upload
+/// look idle for longer.
+pub(crate) fn touch(layout: &Layout, id: &FileId) {
+    if let Ok(f) = File::options().write(true).open(layout.upload_record(id)) {
+        let _ = f.set_modified(std::time::SystemTime::now());
+    }
 }
 
 /// Removes a file or a directory tree; a missing path is not an error.

@@ -23,9 +23,11 @@ pub(crate) struct Recovered {
     pub(crate) parts: BTreeMap<u32, PartRecord>,
 }
 
-/// Empties `tmp/`, finishes or undoes whatever a crash interrupted, and
-/// returns the open uploads.
-pub(crate) fn recover(layout: &Layout) -> Result<Vec<Recovered>> {
+/// Empties `tmp/`, removes leftovers of interrupted work at the top of the
+/// store, and returns the ids of the open uploads. Each upload is recovered
+/// on its own when it is first used ([`load_upload`]), so opening a store
+/// costs a directory listing, not a parse of every record.
+pub(crate) fn recover(layout: &Layout) -> Result<Vec<FileId>> {
     layout.create_dirs()?;
     clear_dir(&layout.tmp_dir())?;
     layout.fsync_dir(&layout.tmp_dir())?;
@@ -41,23 +43,39 @@ pub(crate) fn recover(layout: &Layout) -> Result<Vec<Recovered>> {
     }
 
     let mut out = Vec::new();
+    let mut removed = false;
     for entry in read_dir(&layout.uploads_dir())? {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Ok(id) = name.parse::<FileId>() else {
-            if is_temp_name(&name) {
+        match name.parse::<FileId>() {
+            Ok(id) => out.push(id),
+            Err(_) if is_temp_name(&name) => {
                 remove_any(&entry.path())?;
+                removed = true;
             }
-            continue;
-        };
-        if layout.file_record(&id).exists() {
-            // Committed before the crash; only the cleanup was missing.
-            remove_any(&layout.upload_dir(&id))?;
-            continue;
+            Err(_) => {}
         }
-        out.push(recover_upload(layout, id)?);
     }
-    layout.fsync_dir(&layout.uploads_dir())?;
+    if removed {
+        layout.fsync_dir(&layout.uploads_dir())?;
+    }
     Ok(out)
+}
+
+/// Recovers one open upload found by [`recover`]: finishes the cleanup of an
+/// upload that was committed before a crash (and answers `None`), removes
+/// unacknowledged bytes, redoes interrupted part replacements, and returns
+/// its records.
+pub(crate) fn load_upload(layout: &Layout, id: &FileId) -> Result<Option<Recovered>> {
+    if layout.file_record(id).exists() {
+        // Committed before the crash; only the cleanup was missing.
+        remove_any(&layout.upload_dir(id))?;
+        layout.fsync_dir(&layout.uploads_dir())?;
+        return Ok(None);
+    }
+    if !layout.upload_record(id).exists() {
+        return Ok(None);
+    }
+    recover_upload(layout, id.clone()).map(Some)
 }
 
 /// The committed files in the store with their records.

@@ -99,6 +99,13 @@ impl Drop for Staging<'_> {
 /// Moves `path` (an entry of `parent`) into `tmp/` in one atomic step, makes
 /// that durable, then deletes it: after a crash it is whole or gone.
 pub(crate) fn discard(layout: &Layout, path: &Path, parent: &Path) -> Result<()> {
+    remove_any(&bury(layout, path, parent)?)
+}
+
+/// The durable half of [`discard`]: `path` is gone from `parent` once this
+/// returns, and what it held waits in `tmp/` (emptied at open) at the
+/// returned path for the caller to delete, outside any lock.
+pub(crate) fn bury(layout: &Layout, path: &Path, parent: &Path) -> Result<PathBuf> {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -106,7 +113,7 @@ pub(crate) fn discard(layout: &Layout, path: &Path, parent: &Path) -> Result<()>
     let grave = layout.tmp_dir().join(temp_name(&name)?);
     layout.rename(path, &grave, "upload directory")?;
     layout.fsync_dir(parent)?;
-    remove_any(&grave)
+    Ok(grave)
 }
 
 /// Gives `to` the bytes of `from` without moving them: a hard link, or on
