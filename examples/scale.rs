@@ -1,8 +1,8 @@
 //! `scale`: how a store behaves with many open uploads.
 //!
-//! `cargo run --release --example scale -- create STORE N` creates `N` open
-//! uploads (each with one small part) through the engine and prints the
-//! creates per second; `cargo run --release --example scale -- open STORE`
+//! `cargo run --release --example scale -- create STORE N [PARTS]` creates
+//! `N` open uploads (each with `PARTS` small parts, default 1) through the
+//! engine and prints the uploads per second; `cargo run --release --example scale -- open STORE`
 //! times `Engine::open` of the store and prints the resident memory it added.
 //! `bench/reopen.sh` runs both and the server's time to "listening".
 
@@ -26,18 +26,22 @@ fn rss_bytes() -> u64 {
 
 fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     match args {
-        [cmd, store, n] if cmd == "create" => {
+        [cmd, store, n, rest @ ..] if cmd == "create" && rest.len() <= 1 => {
             let n: u64 = n.parse()?;
+            let parts: u64 = rest.first().map_or(Ok(1), |p| p.parse())?;
             let engine = Engine::open(store, Config::default())?;
             let owner = Owner::new("bench")?;
             let start = Instant::now();
             for i in 0..n {
                 let id = engine.create(&owner, FileSpec::default())?;
-                engine.put_part(&owner, &id, PartNumber::MIN, &i.to_le_bytes()[..], None)?;
+                for p in 1..=parts {
+                    let body = (i * parts + p).to_le_bytes();
+                    engine.put_part(&owner, &id, PartNumber::new(p)?, &body[..], None)?;
+                }
             }
             let s = start.elapsed().as_secs_f64();
             println!(
-                "uploads={n} create_and_part_s={s:.3} per_s={:.0}",
+                "uploads={n} parts_each={parts} s={s:.3} uploads_per_s={:.0}",
                 n as f64 / s
             );
         }
@@ -53,7 +57,7 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             );
             drop(engine);
         }
-        _ => return Err("usage: scale create STORE N | scale open STORE".into()),
+        _ => return Err("usage: scale create STORE N [PARTS] | scale open STORE".into()),
     }
     Ok(())
 }

@@ -229,3 +229,42 @@ fn a_store_is_used_by_one_engine_at_a_time() {
     drop(first);
     open(dir.path());
 }
+
+#[test]
+fn a_creation_that_never_became_durable_is_removed_on_first_use() {
+    // Creates flush nothing until the first part or plan; a crash before
+    // that may leave the renamed directory with a record not on disk.
+    let dir = tempfile::tempdir().unwrap();
+    let (empty, missing, kept) = {
+        let engine = open(dir.path());
+        let a = engine.create(&owner(), FileSpec::default()).unwrap();
+        let b = engine.create(&owner(), FileSpec::default()).unwrap();
+        let c = engine.create(&owner(), FileSpec::default()).unwrap();
+        engine
+            .put_part(&owner(), &c, pn(1), &b"acknowledged"[..], None)
+            .unwrap();
+        (a, b, c)
+    };
+    let up = |id: &partseal::FileId| dir.path().join("uploads").join(id.as_str());
+    fs::write(up(&empty).join("upload.json"), b"").unwrap();
+    fs::remove_file(up(&missing).join("upload.json")).unwrap();
+    let engine = open(dir.path());
+    for id in [&empty, &missing] {
+        assert!(matches!(engine.parts(&owner(), id), Err(Error::NotFound)));
+        assert!(!up(id).exists());
+    }
+    assert_eq!(engine.parts(&owner(), &kept).unwrap().len(), 1);
+    // A record that does not parse beside acknowledged parts is not taken
+    // for an unfinished create: it is reported, and nothing is removed.
+    drop(engine);
+    fs::write(up(&kept).join("upload.json"), b"{").unwrap();
+    let engine = open(dir.path());
+    assert!(matches!(
+        engine.parts(&owner(), &kept),
+        Err(Error::Io {
+            role: "upload record",
+            ..
+        })
+    ));
+    assert!(up(&kept).join("parts").join("1.json").exists());
+}

@@ -64,6 +64,8 @@ impl Engine {
             st.check_open()?;
             (st.record.clone(), st.parts.get(&n).cloned())
         };
+        // Open, and the gate keeps abort and expiry out from here on.
+        self.make_durable(&up)?;
         let limits = &self.inner.cfg.limits;
         let planned = record.plan.get(&n).copied();
         if planned.is_none() && (record.mode == Mode::Chain || !record.plan.is_empty()) {

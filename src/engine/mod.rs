@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
@@ -168,6 +169,7 @@ impl Engine {
         let id = FileId::generate()?;
         store::create_upload(&self.inner.layout, &id, &record)?;
         let up = Upload::new(id.clone(), record, BTreeMap::new(), SystemTime::now());
+        up.durable.store(false, Ordering::Release);
         lock(&self.inner.uploads).insert(id.clone(), Slot::Loaded(Arc::new(up)));
         Ok(id)
     }
@@ -188,6 +190,9 @@ impl Engine {
         let up = self.open_upload(owner, id)?;
         let _gate = up.enter()?;
         up.touch();
+        // The gate keeps abort and expiry out from here on.
+        up.state().check_open()?;
+        self.make_durable(&up)?;
         let mut st = up.state();
         st.check_open()?;
         let merged = plan::merge(
@@ -319,6 +324,16 @@ impl Engine {
             return Err(Error::NotOwner);
         }
         Ok(rec)
+    }
+
+    /// Makes the upload's creation durable before anything of it is
+    /// acknowledged (creates flush nothing; see `store::create_upload`).
+    fn make_durable(&self, up: &Upload) -> Result<()> {
+        if !up.durable.load(Ordering::Acquire) {
+            store::make_durable(&self.inner.layout, &up.id)?;
+            up.durable.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// The open upload `id`, recovered from disk on its first use.

@@ -78,6 +78,8 @@ pub(super) struct Upload {
     pub(super) eager_running: AtomicBool,
     /// When it was last active, in milliseconds since the Unix epoch.
     activity: AtomicU64,
+    /// Its creation is durable (see `store::create_upload`).
+    pub(super) durable: AtomicBool,
 }
 
 /// Milliseconds since the Unix epoch of `t` (0 before it).
@@ -111,6 +113,7 @@ impl Upload {
             }),
             eager_running: AtomicBool::new(false),
             activity: AtomicU64::new(unix_ms(activity)),
+            durable: AtomicBool::new(true),
         }
     }
 

@@ -72,10 +72,30 @@ pub(crate) fn load_upload(layout: &Layout, id: &FileId) -> Result<Option<Recover
         layout.fsync_dir(&layout.uploads_dir())?;
         return Ok(None);
     }
-    if !layout.upload_record(id).exists() {
-        return Ok(None);
+    match recover_upload(layout, id.clone()) {
+        Ok(r) => Ok(Some(r)),
+        // A creation that never became durable (it is made durable before
+        // its first part or plan is acknowledged): nothing acknowledged is
+        // lost by removing it.
+        Err(_) if !has_part_records(layout, id) && !record_parses(layout, id) => {
+            remove_any(&layout.upload_dir(id))?;
+            layout.fsync_dir(&layout.uploads_dir())?;
+            Ok(None)
+        }
+        Err(e) => Err(e),
     }
-    recover_upload(layout, id.clone()).map(Some)
+}
+
+fn record_parses(layout: &Layout, id: &FileId) -> bool {
+    load_json::<UploadRecord>(&layout.upload_record(id), "upload record").is_ok()
+}
+
+fn has_part_records(layout: &Layout, id: &FileId) -> bool {
+    read_dir(&layout.parts_dir(id)).is_ok_and(|entries| {
+        entries
+            .iter()
+            .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+    })
 }
 
 /// The committed files in the store with their records.

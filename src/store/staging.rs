@@ -3,6 +3,7 @@
 //! whole or absent; removals go the other way, renamed into `tmp/` first.
 
 use std::fs::{self, File};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -14,27 +15,41 @@ use super::records::{FileRecord, UploadRecord, to_json};
 use super::remove_any;
 
 /// Creates the directory of a new upload with its record: built in `tmp/`,
-/// then renamed into `uploads/`.
+/// then renamed into `uploads/`, so it appears whole or not at all.
+///
+/// Nothing is fsynced yet: an upload that holds no acknowledged part loses
+/// nothing if a crash takes it (its client is told "no such upload" and
+/// starts again), so creating one costs no disk flush. [`make_durable`] runs
+/// before the first part or plan is acknowledged, and recovery removes an
+/// upload whose creation never became durable.
 pub(crate) fn create_upload(layout: &Layout, id: &FileId, record: &UploadRecord) -> Result<()> {
     let staging = layout.staging_path(id)?;
     let res = (|| {
         fs::create_dir(&staging).map_err(Error::io("upload directory"))?;
         fs::create_dir(staging.join("parts")).map_err(Error::io("upload directory"))?;
-        layout.write_new(
-            &staging.join("upload.json"),
-            &to_json(record),
-            "upload record",
-        )?;
-        layout.fsync_dir(&staging.join("parts"))?;
-        layout.fsync_dir(&staging)?;
-        layout.rename(&staging, &layout.upload_dir(id), "upload directory")?;
-        layout.fsync_dir(&layout.uploads_dir())?;
-        layout.fsync_dir(&layout.tmp_dir())
+        let mut f =
+            File::create_new(staging.join("upload.json")).map_err(Error::io("upload record"))?;
+        layout.fault(Op::Write, "upload record")?;
+        f.write_all(&to_json(record))
+            .map_err(Error::io("upload record"))?;
+        layout.rename(&staging, &layout.upload_dir(id), "upload directory")
     })();
     if res.is_err() {
         let _ = remove_any(&staging);
     }
     res
+}
+
+/// Makes a created upload durable: its record, its directories and its
+/// entry in `uploads/`. Idempotent.
+pub(crate) fn make_durable(layout: &Layout, id: &FileId) -> Result<()> {
+    layout.fault(Op::Fsync, "upload record")?;
+    File::open(layout.upload_record(id))
+        .and_then(|f| f.sync_all())
+        .map_err(Error::io("upload record"))?;
+    layout.fsync_dir(&layout.parts_dir(id))?;
+    layout.fsync_dir(&layout.upload_dir(id))?;
+    layout.fsync_dir(&layout.uploads_dir())
 }
 
 /// Why a commit failed: before its rename nothing happened; after it, the
