@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use partseal::{Config, Engine, FileSpec, Owner, PartNumber};
+use partseal::{Config, Engine, FileSpec, Limits, Owner, PartNumber, Sha256, offline};
 
 fn rss_bytes() -> u64 {
     // VmRSS of this process, from procfs (Linux).
@@ -57,7 +57,49 @@ fn run(args: &[String]) -> Result<(), Box<dyn std::error::Error>> {
             );
             drop(engine);
         }
-        _ => return Err("usage: scale create STORE N [PARTS] | scale open STORE".into()),
+        [cmd, store, parts, mode] if cmd == "complete" => {
+            let parts: u64 = parts.parse()?;
+            let chain = match mode.as_str() {
+                "chain" => true,
+                "stream" => false,
+                _ => return Err("the mode is chain or stream".into()),
+            };
+            // Parts of 64 bytes (chain) or 100 bytes (stream), as small as
+            // the limits allow, so that the per-part work is what is timed.
+            let size: u64 = if chain { 64 } else { 100 };
+            let mut cfg = Config::default().with_limits(Limits::new(64, 1 << 20, 1 << 30));
+            cfg.eager_hashing = true;
+            let engine = Engine::open(store, cfg)?;
+            let owner = Owner::new("bench")?;
+            let bytes: Vec<u8> = (0..parts * size).map(|i| (i * 31 % 251) as u8).collect();
+            let digest = Sha256::digest(&bytes);
+            let spec = if chain {
+                FileSpec::default().with_plan(offline::chain_plan(&bytes[..], size, |_| {})?.parts)
+            } else {
+                FileSpec::default()
+            };
+            let id = engine.create(&owner, spec)?;
+            let put = Instant::now();
+            for (i, part) in bytes.chunks(size as usize).enumerate() {
+                engine.put_part(&owner, &id, PartNumber::new(i as u64 + 1)?, part, None)?;
+            }
+            let put_s = put.elapsed().as_secs_f64();
+            // Let eager hashing catch up, as it would while a client is slow.
+            std::thread::sleep(std::time::Duration::from_secs(1));
+            let start = Instant::now();
+            let done = engine.complete(&owner, &id, Some(digest))?;
+            let s = start.elapsed().as_secs_f64();
+            println!(
+                "mode={mode} parts={parts} complete_s={s:.3} put_s={put_s:.3} sha256={}",
+                done.file.sha256
+            );
+        }
+        _ => {
+            return Err(
+                "usage: scale create STORE N [PARTS] | scale open STORE | scale complete STORE PARTS chain|stream"
+                    .into(),
+            );
+        }
     }
     Ok(())
 }

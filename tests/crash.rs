@@ -236,6 +236,9 @@ fn check_store(dir: &Path) -> usize {
             let _ = engine.status(&owner(), &id);
         }
     }
+    // Dropping the engine waits for its janitor, which deletes what was
+    // buried in tmp/.
+    drop(engine);
     let mut leftovers = Vec::new();
     temp_files(&store, &mut leftovers);
     assert!(

@@ -408,10 +408,7 @@ fn abort_removes_everything() {
         engine.verify(&owner(), &id, None),
         Err(Error::NotFound)
     ));
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
-        0
-    );
+    assert_eq!(tmp_entries_after_cleanup(dir.path()), 0);
 }
 
 #[test]

@@ -53,7 +53,7 @@ fn an_idle_upload_expires_its_bytes_go_and_then_it_is_unknown() {
     assert_eq!(report.expired[0].owner, owner());
     assert!(report.expired[0].idle >= Duration::from_millis(300));
     assert!(!dir.path().join("uploads").join(idle.as_str()).exists());
-    assert_eq!(fs::read_dir(dir.path().join("tmp")).unwrap().count(), 0);
+    assert_eq!(tmp_entries_after_cleanup(dir.path()), 0);
     // Every call on it answers "no such upload".
     assert!(matches!(
         engine.put_part(&owner(), &idle, pn(2), &bytes[..], None),

@@ -146,9 +146,11 @@ impl Engine {
         up.state().phase = Phase::Committed;
         lock(&self.inner.uploads).remove(&up.id);
         lock(&self.inner.committed).insert(&rec, &up.id);
-        // The commit is durable; a failure to tidy up is finished by recovery.
-        let _ = store::remove_any(&layout.upload_dir(&up.id))
-            .and_then(|()| layout.fsync_dir(&layout.uploads_dir()));
+        // The commit is durable; the upload's files go off this thread (a
+        // failure to tidy up is finished by recovery).
+        if let Ok(grave) = store::bury(layout, &layout.upload_dir(&up.id), &layout.uploads_dir()) {
+            self.inner.janitor.remove(grave);
+        }
         Ok(())
     }
 

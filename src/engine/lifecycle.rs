@@ -234,8 +234,8 @@ impl Engine {
         let owner = st.record.owner.clone();
         drop(st);
         lock(&self.inner.uploads).remove(&up.id);
-        // Durably gone already; the bytes in `tmp/` go now or at next open.
-        let _ = store::remove_any(&grave);
+        // Durably gone already; the bytes in `tmp/` go soon or at next open.
+        self.inner.janitor.remove(grave);
         Ok(Some(ExpiredUpload {
             id: up.id.clone(),
             owner,
@@ -279,7 +279,7 @@ impl Engine {
                 idle,
             };
         }
-        let _ = store::remove_any(&grave);
+        self.inner.janitor.remove(grave);
         Ok(Some(expired))
     }
 

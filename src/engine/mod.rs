@@ -51,6 +51,9 @@ struct Inner {
     uploads: Mutex<HashMap<FileId, Slot>>,
     committed: Mutex<ContentIndex>,
     aborted: Mutex<Tombstones>,
+    /// Declared before the lock: dropped (and joined) while the store is
+    /// still locked.
+    janitor: store::Janitor,
     _lock: store::StoreLock,
 }
 
@@ -97,6 +100,7 @@ impl Engine {
                 uploads: Mutex::new(uploads),
                 committed: Mutex::new(committed),
                 aborted: Mutex::new(Tombstones::default()),
+                janitor: store::Janitor::start(),
                 _lock: lock,
             }),
         })
@@ -273,7 +277,8 @@ impl Engine {
         st.check_open()?;
         let layout = &self.inner.layout;
         if layout.upload_dir(id).exists() {
-            store::discard(layout, &layout.upload_dir(id), &layout.uploads_dir())?;
+            let grave = store::bury(layout, &layout.upload_dir(id), &layout.uploads_dir())?;
+            self.inner.janitor.remove(grave);
         } else {
             // An earlier abort moved it away but could not make that durable.
             layout.fsync_dir(&layout.uploads_dir())?;
@@ -292,7 +297,8 @@ impl Engine {
     pub fn delete(&self, owner: &Owner, id: &FileId) -> Result<()> {
         let rec = self.file_record(owner, id)?;
         let layout = &self.inner.layout;
-        store::discard(layout, &layout.file_dir(id), &layout.files_dir())?;
+        let grave = store::bury(layout, &layout.file_dir(id), &layout.files_dir())?;
+        self.inner.janitor.remove(grave);
         lock(&self.inner.committed).remove(&rec, id);
         Ok(())
     }

@@ -37,17 +37,17 @@ use crate::faults::Op;
 use crate::id::FileId;
 use crate::io::{read_window, write_all_at};
 
+mod janitor;
 mod layout;
 mod records;
 mod recover;
 mod staging;
 
+pub(crate) use janitor::Janitor;
 pub(crate) use layout::{Layout, part_data_name};
 pub(crate) use records::{FileRecord, Mode, PartRecord, UploadRecord, load_json, to_json};
 pub(crate) use recover::{committed, load_upload, recover};
-pub(crate) use staging::{
-    CommitFailure, Staging, bury, create_upload, discard, link_or_copy, make_durable,
-};
+pub(crate) use staging::{CommitFailure, Staging, bury, create_upload, link_or_copy, make_durable};
 
 /// An exclusive lock on a store directory, held for the life of an engine:
 /// two processes recovering and writing one store would destroy each

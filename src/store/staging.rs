@@ -111,15 +111,10 @@ impl Drop for Staging<'_> {
     }
 }
 
-/// Moves `path` (an entry of `parent`) into `tmp/` in one atomic step, makes
-/// that durable, then deletes it: after a crash it is whole or gone.
-pub(crate) fn discard(layout: &Layout, path: &Path, parent: &Path) -> Result<()> {
-    remove_any(&bury(layout, path, parent)?)
-}
-
-/// The durable half of [`discard`]: `path` is gone from `parent` once this
-/// returns, and what it held waits in `tmp/` (emptied at open) at the
-/// returned path for the caller to delete, outside any lock.
+/// Moves `path` (an entry of `parent`) into `tmp/` in one atomic step and
+/// makes that durable: after a crash it is whole or gone. What it held waits
+/// in `tmp/` (emptied at open) at the returned path, for the janitor to
+/// delete off the caller's thread.
 pub(crate) fn bury(layout: &Layout, path: &Path, parent: &Path) -> Result<PathBuf> {
     let name = path
         .file_name()

@@ -72,3 +72,16 @@ pub fn chain_plan(parts: &[&[u8]]) -> Vec<PartPlan> {
 pub fn initial() -> HashCtx {
     HashCtx::INITIAL
 }
+
+/// Entries left in `ROOT/tmp` once the engine's janitor has had up to ten
+/// seconds to delete what aborts, expiry and commits buried there.
+pub fn tmp_entries_after_cleanup(root: &Path) -> usize {
+    let count = || std::fs::read_dir(root.join("tmp")).map_or(0, |d| d.count());
+    for _ in 0..1000 {
+        if count() == 0 {
+            return 0;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    count()
+}
