@@ -1,7 +1,7 @@
 //! Authentication, split by scheme: KooDrive Bearer tokens and `X-Date`
 //! ([`bearer`]), MetaStudio AK/SK request signatures ([`sdk`]), and the
-//! server's own signed upload and download URLs ([`url`]). What they share lives here: the
-//! error type, constant-time comparison, and the keyed HMAC.
+//! server's own signed upload and download URLs ([`url`]). What they share
+//! lives here: the error type, constant-time comparison, and the keyed HMAC.
 //!
 //! Secrets (tokens, secret keys, URL keys) are compared in constant time and
 //! never appear in an error message or a `Debug` output. Nothing here panics on
