@@ -63,9 +63,14 @@ pub struct Args {
     /// may be ahead by 60 s, or by this if less).
     #[arg(long, env = "PARTSEAL_DATE_WINDOW", default_value_t = 900)]
     pub date_window_secs: u64,
-    /// Seconds an upload URL stays valid.
+    /// Seconds an upload URL or a download URL stays valid.
     #[arg(long, env = "PARTSEAL_URL_TTL", default_value_t = 24 * 3600)]
     pub url_ttl_secs: u64,
+    /// Seconds an open upload may go without activity (create, plan, part,
+    /// complete attempt) before a background sweep aborts it and removes its
+    /// bytes; 0 keeps open uploads for ever. Committed files never expire.
+    #[arg(long, env = "PARTSEAL_UPLOAD_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    pub upload_ttl_secs: u64,
     /// Seconds to wait after SIGINT or SIGTERM for requests in flight before
     /// stopping anyway (a client that never finishes its request would
     /// otherwise hold the shutdown up for ever).
@@ -106,6 +111,12 @@ impl Args {
     /// The engine limits these flags give.
     pub fn limits(&self) -> Limits {
         Limits::new(self.min_part_size, self.max_part_size, self.max_file_size)
+    }
+
+    /// The idle time after which open uploads expire; `None` (flag 0) for
+    /// never.
+    pub fn upload_ttl(&self) -> Option<Duration> {
+        (self.upload_ttl_secs > 0).then(|| Duration::from_secs(self.upload_ttl_secs))
     }
 
     /// The credentials file path.

@@ -8,11 +8,13 @@
 pub mod auth;
 pub mod config;
 pub mod content_md5;
+pub mod download;
 pub mod error;
 pub mod koodrive;
 pub mod metastudio;
 pub mod openapi;
 pub mod serve;
+pub mod sweep;
 pub mod upload;
 
 use std::io;
@@ -138,13 +140,15 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The whole application: both APIs, upload URLs and the OpenAPI document.
+/// The whole application: both APIs, upload and download URLs and the
+/// OpenAPI document.
 pub fn app(state: State) -> Router {
     let body_timeout = state.settings.body_timeout;
     Router::new()
         .merge(koodrive::routes())
         .merge(metastudio::routes())
         .merge(upload::routes())
+        .merge(download::routes())
         .merge(openapi::routes())
         .with_state(state)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))

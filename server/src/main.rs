@@ -14,6 +14,7 @@ use partseal::{Config, Engine};
 use partseal_server::auth::UrlSigner;
 use partseal_server::config::{Args, Credentials, url_key};
 use partseal_server::serve::serve;
+use partseal_server::sweep;
 use partseal_server::{AppState, app};
 
 #[tokio::main]
@@ -43,7 +44,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let cred_path = args.credentials_path();
     let (credentials, created) = Credentials::load_or_create(&cred_path)?;
-    let engine_cfg = Config::default().with_limits(args.limits());
+    let mut engine_cfg = Config::default().with_limits(args.limits());
+    engine_cfg.upload_ttl = args.upload_ttl();
     let data = args.data.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&data, engine_cfg)).await??;
     let key = url_key(&args.data)?;
@@ -89,8 +91,14 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // request loses nothing the client was told is stored).
     let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let (sweep_stop_tx, sweep_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let sweeper = tokio::spawn(sweep::run(state.engine.clone(), async move {
+        // A dropped sender (the server ended on an error) stops it too.
+        let _ = sweep_stop_rx.await;
+    }));
     let server = serve(listener, app(state), args.serve_options(), async move {
         stop.await;
+        let _ = sweep_stop_tx.send(());
         let _ = stopping_tx.send(());
     });
     let deadline = async move {
@@ -111,6 +119,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             );
         }
     }
+    // The sweep was told to stop with the server; a sweep still running
+    // finishes its current removal (each is all or nothing) and is then
+    // cut with the runtime.
+    sweeper.abort();
     Ok(())
 }
 

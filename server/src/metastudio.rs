@@ -1,5 +1,9 @@
 //! The MetaStudio-style API under `/v1/{project_id}/`: CreateFile,
-//! CreateLargeFile, ConfirmFileUpload and DeleteFile.
+//! CreateLargeFile, ConfirmFileUpload and DeleteFile, and the partseal
+//! extension `GET /v1/{project_id}/files/{file_id}`: a file's state, its
+//! segments received with fresh upload URLs while it is open (so a client
+//! whose 24 h URLs ran out can go on), and a download URL once it is
+//! `CREATED`.
 //!
 //! Requests authenticate with `X-Auth-Token` or with AK/SK request signing as
 //! the official Huawei Cloud SDK does it (see [`crate::auth`]); the signature
@@ -15,14 +19,15 @@ use axum::extract::{FromRequest, FromRequestParts, OriginalUri, Path, Request, S
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use partseal::{FileId, FileSpec, Owner, PartPlan};
+use partseal::{FileId, FileSpec, Owner, PartPlan, UploadStatus};
 
 use crate::auth::{self, AuthError};
+use crate::download::download_url;
 use crate::error::{ApiError, MssError};
 use crate::upload::{Api, upload_url};
 use crate::{State, X_REQUEST_ID, header, parse_json, read_body, request_id};
@@ -50,7 +55,10 @@ pub fn routes() -> Router<State> {
         .route("/v1/{project_id}/files", post(create_file))
         .route("/v1/{project_id}/large-files", post(create_large_file))
         .route("/v1/{project_id}/files/{file_id}/complete", post(confirm))
-        .route("/v1/{project_id}/files/{file_id}", delete(delete_file))
+        .route(
+            "/v1/{project_id}/files/{file_id}",
+            get(get_file).delete(delete_file),
+        )
         .layer(middleware::from_fn(add_request_id))
 }
 
@@ -336,7 +344,11 @@ async fn confirm(
             committed_now = Some(done.committed_now);
         }
         "FAILED" | "CANCELLED" => {
-            state.blocking(move |e| e.abort(&owner, &id)).await?;
+            // The note is what a later GET of the file answers as its state.
+            let note = req.state.clone();
+            state
+                .blocking(move |e| e.abort_with_note(&owner, &id, Some(&note)))
+                .await?;
             tracing::info!(%file_id, state = %req.state, "upload ended");
         }
         other => {
@@ -379,4 +391,111 @@ async fn delete_file(
         .await?;
     tracing::info!(%file_id, "file deleted");
     Ok(StatusCode::OK.into_response())
+}
+
+/// A segment received, as `GET /v1/{project_id}/files/{file_id}` lists it.
+#[derive(Serialize)]
+struct Segment {
+    segment_number: u32,
+    segment_size: u64,
+    sha256: String,
+}
+
+/// The answer of `GET /v1/{project_id}/files/{file_id}`.
+#[derive(Serialize)]
+struct FileStatusResponse {
+    file_id: String,
+    /// `CREATING`, `CREATED`, `FAILED` or `CANCELLED`.
+    state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_size: Option<u64>,
+    /// Base64 of the MD5, as `file_md5` of CreateFile.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_md5: Option<String>,
+    /// `CREATING`: the segments received, by number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segments: Option<Vec<Segment>>,
+    /// `CREATING`: a fresh URL per segment, in order, as CreateLargeFile
+    /// gives them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    upload_urls: Option<Vec<String>>,
+    /// `CREATED`: a signed `GET` URL of the bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    download_url: Option<String>,
+}
+
+fn base64_md5(md5: Option<[u8; 16]>) -> Option<String> {
+    md5.map(|m| base64::engine::general_purpose::STANDARD.encode(m))
+}
+
+async fn get_file(
+    AxState(state): AxState<State>,
+    ids: Result<Path<(String, String)>, PathRejection>,
+    Caller { owner, .. }: Caller,
+) -> Result<Json<FileStatusResponse>, MssError> {
+    // The caller's extraction has already refused an undecodable path.
+    let Path((_, file_id)) = ids.map_err(crate::path_error)?;
+    let id: FileId = file_id.parse()?;
+    let (o, i) = (owner.clone(), id.clone());
+    let status = state.blocking(move |e| e.status(&o, &i)).await?;
+    let mut answer = FileStatusResponse {
+        file_id: id.to_string(),
+        state: "CREATING",
+        file_name: None,
+        file_size: None,
+        file_md5: None,
+        segments: None,
+        upload_urls: None,
+        download_url: None,
+    };
+    match status {
+        UploadStatus::Open(u) => {
+            // One URL per segment of the plan: CreateLargeFile's count, or
+            // the one part of CreateFile (and never fewer than the parts
+            // already received).
+            let received = u.parts.last().map_or(0, |p| p.number.get());
+            let count = u.part_count.unwrap_or(1).max(received);
+            answer.upload_urls = Some(
+                (1..=count)
+                    .map(|n| upload_url(&state, Api::MetaStudio, &id, n, &owner))
+                    .collect::<Result<_, _>>()?,
+            );
+            answer.segments = Some(
+                u.parts
+                    .iter()
+                    .map(|p| Segment {
+                        segment_number: p.number.get(),
+                        segment_size: p.len,
+                        sha256: p.sha256.to_hex(),
+                    })
+                    .collect(),
+            );
+            answer.file_name = u.labels.get("fileName").cloned();
+            answer.file_size = u.length;
+            answer.file_md5 = base64_md5(u.md5);
+        }
+        UploadStatus::Committed(c) => {
+            answer.state = "CREATED";
+            answer.file_name = c.labels.get("fileName").cloned();
+            answer.file_size = Some(c.length);
+            answer.file_md5 = base64_md5(c.md5);
+            answer.download_url = Some(download_url(&state, Api::MetaStudio, &id, &owner));
+        }
+        UploadStatus::Aborted { note } => {
+            // ConfirmFileUpload's FAILED is kept as such; every other end
+            // (CANCELLED, DeleteFile, a KooDrive abort) reads as cancelled.
+            answer.state = match note.as_deref() {
+                Some("FAILED") => "FAILED",
+                _ => "CANCELLED",
+            };
+        }
+        other => {
+            return Err(
+                ApiError::Internal(format!("an upload status unknown here: {other:?}")).into(),
+            );
+        }
+    }
+    Ok(Json(answer))
 }

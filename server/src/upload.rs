@@ -36,10 +36,28 @@ pub enum Api {
 }
 
 impl Api {
-    fn as_str(self) -> &'static str {
+    /// The `{api}` segment of upload and download URLs.
+    pub fn as_str(self) -> &'static str {
         match self {
             Api::KooDrive => "koodrive",
             Api::MetaStudio => "metastudio",
+        }
+    }
+
+    /// The API of an `{api}` segment, if it names one.
+    pub fn parse(s: &str) -> Option<Api> {
+        match s {
+            "koodrive" => Some(Api::KooDrive),
+            "metastudio" => Some(Api::MetaStudio),
+            _ => None,
+        }
+    }
+
+    /// `e` answered in this API's dialect.
+    pub fn error(self, e: ApiError) -> Response {
+        match self {
+            Api::KooDrive => KooError(e).into_response(),
+            Api::MetaStudio => MssError(e).into_response(),
         }
     }
 }
@@ -128,10 +146,8 @@ async fn put_part(
     let Some((api, file_id, part)) = segments else {
         return unknown_api();
     };
-    let api = match api.as_str() {
-        "koodrive" => Api::KooDrive,
-        "metastudio" => Api::MetaStudio,
-        _ => return unknown_api(),
+    let Some(api) = Api::parse(&api) else {
+        return unknown_api();
     };
     let res = receive(
         &state,
@@ -151,8 +167,7 @@ async fn put_part(
             }
             resp
         }
-        (Err(e), Api::KooDrive) => KooError(e).into_response(),
-        (Err(e), Api::MetaStudio) => MssError(e).into_response(),
+        (Err(e), api) => api.error(e),
     }
 }
 

@@ -3,7 +3,8 @@
 //! reused after, a KooDrive upload through it, graceful shutdown on SIGTERM
 //! and SIGINT with an upload in flight (and right after start-up), the
 //! shutdown grace period cutting clients that never finish, the header
-//! timeout and the connection limit, `--help`, and start-up failures.
+//! timeout and the connection limit, `--help`, start-up failures, the parts
+//! of an upload listed after a restart, and `--upload-ttl-secs` expiry.
 //!
 //! Every wait is bounded, so a server that hangs fails the test instead of
 //! blocking CI; the child is killed when its handle is dropped.
@@ -1019,4 +1020,128 @@ async fn connections_over_the_limit_are_refused_with_503() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     s.stop(libc::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_after_a_restart_gives_the_parts_acknowledged_before_it() {
+    const PART: usize = 4096;
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--min-part-size", "1024"];
+    let mut s = Server::start(dir.path(), &args).await;
+    let (_, creds) = read_credentials(&dir.path().join("credentials.json"));
+    let koo = s.koo(&creds);
+    let bytes = data(PART * 3, 7);
+    let plan: Vec<Value> = (1..=3)
+        .map(|n| json!({"partNumber": n, "partSize": PART}))
+        .collect();
+    let (status, v) = koo
+        .post(
+            "files/create",
+            json!({"fileName": "r.bin", "fileType": "45", "length": bytes.len(),
+                   "multiParts": plan}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["fileId"].as_str().unwrap().to_owned();
+    let urls: Vec<String> = v["multiParts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
+        .collect();
+    for n in [3, 1] {
+        let chunk = bytes[(n - 1) * PART..n * PART].to_vec();
+        assert_eq!(put(&koo.http, &urls[n - 1], chunk).await.0, 200, "part {n}");
+    }
+    s.stop(libc::SIGTERM).await;
+
+    let mut s = Server::start(dir.path(), &args).await;
+    let koo = s.koo(&creds);
+    let (status, v) = koo
+        .post("files/multipart/list", json!({"fileId": id}))
+        .await;
+    assert_eq!((status, &v["code"]), (200, &json!(0)), "{v}");
+    let listed: Vec<(u64, u64, String)> = v["multiParts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            (
+                p["partNumber"].as_u64().unwrap(),
+                p["partSize"].as_u64().unwrap(),
+                p["sha256"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want: Vec<(u64, u64, String)> = [1usize, 3]
+        .iter()
+        .map(|&n| {
+            let chunk = &bytes[(n - 1) * PART..n * PART];
+            (n as u64, PART as u64, sha_hex(chunk))
+        })
+        .collect();
+    assert_eq!(listed, want, "{v}");
+
+    // The client sends what is missing (its URL names the old port) and
+    // completes; the new server's download URL gives the file back.
+    let path = &urls[1][urls[1].find("/upload/").unwrap()..];
+    let chunk = bytes[PART..2 * PART].to_vec();
+    assert_eq!(
+        put(&koo.http, &format!("{}{path}", s.url), chunk).await.0,
+        200
+    );
+    koo.complete(&id, &bytes).await;
+    let (status, v) = koo.post(&format!("files/{id}/detail"), json!({})).await;
+    assert_eq!(status, 200, "{v}");
+    let url = v["downloadUrl"].as_str().unwrap();
+    assert!(url.starts_with(&s.url), "{url}");
+    let resp = within(HTTP, "download", koo.http.get(url).send())
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let got = within(HTTP, "download body", resp.bytes()).await.unwrap();
+    assert!(
+        got.as_ref() == bytes.as_slice(),
+        "the downloaded bytes are the file"
+    );
+    s.stop(libc::SIGTERM).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_ttl_secs_expires_idle_uploads_and_logs_each() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &["--upload-ttl-secs", "1"]).await;
+    let (_, creds) = read_credentials(&dir.path().join("credentials.json"));
+    let koo = s.koo(&creds);
+    let bytes = data(2000, 8);
+    let (id, url) = koo.create_put("idle.bin", &bytes).await;
+    assert_eq!(put(&koo.http, &url, bytes.clone()).await.0, 200);
+    let logged = s
+        .stderr
+        .wait_for(Duration::from_secs(15), |l| {
+            l.contains("upload expired") && l.contains(&id)
+        })
+        .await;
+    let Some(i) = logged else {
+        panic!("no expiry logged for {id}:\n{}", s.stderr.text());
+    };
+    let line = &s.stderr.all()[i];
+    assert!(
+        line.contains("owner=user:dev") && line.contains("idle_secs="),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("uploads").join(&id).exists(),
+        "the bytes are gone"
+    );
+    let (status, v) = koo
+        .post(
+            "files/complete",
+            json!({"fileId": id, "sha256": sha_hex(&bytes)}),
+        )
+        .await;
+    assert_eq!((status, &v["code"]), (400, &json!(13000401)), "{v}");
+    s.stop(libc::SIGTERM).await;
+    let out = s.stdout.text() + "\n" + &s.stderr.text();
+    assert!(!out.contains(&creds.users[0].token), "the token was logged");
 }

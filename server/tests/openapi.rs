@@ -19,11 +19,16 @@ const ROUTES: &[(&str, &str)] = &[
     ("post", "/koodrive/ose/v1/files/multipart/uploadUrl"),
     ("post", "/koodrive/ose/v1/files/complete"),
     ("post", "/koodrive/ose/v1/files/{fileId}/detail"),
+    ("post", "/koodrive/ose/v1/files/multipart/abort"),
+    ("post", "/koodrive/ose/v1/files/multipart/list"),
     ("post", "/v1/{project_id}/files"),
     ("post", "/v1/{project_id}/large-files"),
     ("post", "/v1/{project_id}/files/{file_id}/complete"),
     ("delete", "/v1/{project_id}/files/{file_id}"),
+    ("get", "/v1/{project_id}/files/{file_id}"),
     ("put", "/upload/{api}/{file_id}/{part}"),
+    ("get", "/download/{api}/{file_id}"),
+    ("head", "/download/{api}/{file_id}"),
     ("get", "/openapi.json"),
 ];
 

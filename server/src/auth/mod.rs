@@ -1,7 +1,7 @@
 //! Authentication, split by scheme: KooDrive Bearer tokens and `X-Date`
 //! ([`bearer`]), MetaStudio AK/SK request signatures ([`sdk`]), and the
-//! server's own signed upload URLs ([`url`]). What they share lives here: the
-//! error type, constant-time comparison, and the keyed HMAC.
+//! server's own signed upload and download URLs ([`url`]). What they share
+//! lives here: the error type, constant-time comparison, and the keyed HMAC.
 //!
 //! Secrets (tokens, secret keys, URL keys) are compared in constant time and
 //! never appear in an error message or a `Debug` output. Nothing here panics on
@@ -27,7 +27,7 @@ pub use sdk::{
     check_project, parse_sdk_authorization, sdk_authorization_header, sdk_signature,
     string_to_sign, verify_sdk_request,
 };
-pub use url::{UploadGrant, UrlSigner};
+pub use url::{DownloadGrant, UploadGrant, UrlSigner};
 
 type HmacSha256 = hmac::Hmac<Sha256>;
 
@@ -100,6 +100,16 @@ pub enum AuthError {
     /// owner and expiry.
     #[error("the upload URL signature is not valid for this file and part")]
     UploadUrlForged,
+    /// A download URL lacks its signature fields or they do not parse.
+    #[error("the download URL is malformed or incomplete")]
+    BadDownloadUrl,
+    /// A download URL whose signature holds but whose time is up.
+    #[error("the download URL has expired; ask for the file's details again for a fresh one")]
+    DownloadUrlExpired,
+    /// A download URL whose signature does not hold for this API, file,
+    /// owner and expiry (an upload URL's signature never does).
+    #[error("the download URL signature is not valid for this file")]
+    DownloadUrlForged,
 }
 
 /// Compares two byte strings in constant time (for equal lengths; the length

@@ -1,115 +1,21 @@
-//! The KooDrive-style API under `/koodrive/ose/v1/`: create (with flash
-//! upload), upload URLs for parts (with `hashCtx` for the parallel chain
-//! mode), complete, and file details.
-//!
-//! Every call carries `Authorization: Bearer <token>` matching `X-User-Id`
-//! and a fresh `X-Date`; `x-hw-share-folder-id` moves the call into a shared
-//! folder; `X-Traceid` is echoed. Errors answer `{code, msg}` (see
-//! [`crate::error::koo`]).
+//! The upload flow of the KooDrive API: `files/create` (with flash upload),
+//! `files/multipart/uploadUrl` (with `hashCtx` for the parallel chain mode)
+//! and `files/complete`.
 
 use std::collections::BTreeMap;
 
 use axum::body::Body;
-use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequestParts, Path, Request, State as AxState};
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderName};
-use axum::middleware::{self, Next};
+use axum::extract::State as AxState;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use partseal::{FileId, FileSpec, HashCtx, Owner, PartPlan, Sha256};
 
-use crate::auth::{self, AuthError};
+use super::{Caller, FORBIDDEN_NAME_CHARS, MAX_FILE_NAME, MAX_PUT_LENGTH, success};
 use crate::error::{ApiError, KooError};
 use crate::upload::{Api, upload_url};
-use crate::{State, header, parse_json, read_body};
-
-/// Largest file in `put` mode (5 GiB).
-pub const MAX_PUT_LENGTH: u64 = 5 << 30;
-/// Longest file name, in characters.
-pub const MAX_FILE_NAME: usize = 250;
-/// Characters a file name may not contain.
-pub const FORBIDDEN_NAME_CHARS: &[char] = &['<', '>', '|', ':', '"', '*', '?', '/', '\\'];
-
-/// The KooDrive routes.
-pub fn routes() -> Router<State> {
-    Router::new()
-        .route("/koodrive/ose/v1/files/create", post(create))
-        .route(
-            "/koodrive/ose/v1/files/multipart/uploadUrl",
-            post(upload_urls),
-        )
-        .route("/koodrive/ose/v1/files/complete", post(complete))
-        .route("/koodrive/ose/v1/files/{file_id}/detail", post(detail))
-        .layer(middleware::from_fn(echo_trace_id))
-}
-
-async fn echo_trace_id(req: Request, next: Next) -> Response {
-    let trace = req.headers().get("x-traceid").cloned();
-    let mut resp = next.run(req).await;
-    if let Some(t) = trace {
-        resp.headers_mut()
-            .insert(HeaderName::from_static("x-traceid"), t);
-    }
-    resp
-}
-
-/// Who is calling, and whose files they act on: the KooDrive
-/// authentication of a request, as an extractor. A refusal answers in
-/// KooDrive's `{code, msg}`.
-pub struct Caller {
-    /// The authenticated user id.
-    pub user: String,
-    /// The owner of the files acted on: the user, or a shared folder.
-    pub owner: Owner,
-}
-
-impl FromRequestParts<State> for Caller {
-    type Rejection = KooError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &State) -> Result<Caller, KooError> {
-        Ok(authenticate(state, &parts.headers)?)
-    }
-}
-
-/// Checks the Bearer token, `X-User-Id`, `X-Date` and the shared folder.
-fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = header(headers, "authorization")
-        .ok_or(AuthError::MissingHeader("Authorization"))
-        .and_then(|v| auth::bearer_token(v).ok_or(AuthError::MalformedAuthorization))?;
-    let user = state
-        .user_by_token(token)
-        .ok_or(AuthError::UnknownCredentials)?;
-    let claimed = header(headers, "x-user-id").ok_or(AuthError::MissingHeader("X-User-Id"))?;
-    if !auth::ct_eq(claimed.as_bytes(), user.id.as_bytes()) {
-        return Err(AuthError::UnknownCredentials.into());
-    }
-    let date = header(headers, "x-date").ok_or(AuthError::DateMissing)?;
-    let date = auth::parse_compact_date(date)?;
-    auth::DateWindow::around(time::OffsetDateTime::now_utc(), state.settings.date_window)
-        .check(date)?;
-    let owner = match header(headers, "x-hw-share-folder-id").filter(|s| !s.is_empty()) {
-        None => user.owner()?,
-        Some(folder) => {
-            let shared = state
-                .credentials
-                .shared_folders
-                .iter()
-                .find(|f| f.id == folder)
-                .filter(|f| f.members.contains(&user.id))
-                .ok_or(ApiError::Forbidden)?;
-            shared.owner()?
-        }
-    };
-    Ok(Caller {
-        user: user.id.clone(),
-        owner,
-    })
-}
+use crate::{State, parse_json, read_body};
 
 /// A part as the API describes it (`MultiPartInfo`).
 #[derive(Debug, Deserialize)]
@@ -169,15 +75,6 @@ struct PartEcho<'a> {
     part_id: String,
 }
 
-/// Every KooDrive success: `code` 0 and `msg`, beside the endpoint's fields.
-#[derive(Serialize)]
-struct Success<T> {
-    code: i64,
-    msg: &'static str,
-    #[serde(flatten)]
-    body: T,
-}
-
 /// The answer of `files/create`, flash upload or not.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -212,21 +109,6 @@ struct CompleteResponse<'a> {
     sha256: String,
     length: u64,
     already_completed: bool,
-}
-
-/// The answer of `files/{fileId}/detail`.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct DetailResponse<'a> {
-    id: &'a str,
-    file_name: String,
-    file_type: String,
-    mime_type: String,
-    parent_folder: [String; 1],
-    size: u64,
-    sha256: String,
-    recycled: bool,
-    container_id: &'a str,
 }
 
 #[derive(Debug, Deserialize)]
@@ -295,15 +177,7 @@ fn plans(parts: &[PartInfo], max_part_size: u64) -> Result<Vec<PartPlan>, ApiErr
     parts.iter().map(PartInfo::plan).collect()
 }
 
-fn success<T: Serialize>(body: T) -> Json<Success<T>> {
-    Json(Success {
-        code: crate::error::koo::OK,
-        msg: "success.",
-        body,
-    })
-}
-
-async fn create(
+pub(super) async fn create(
     AxState(state): AxState<State>,
     caller: Caller,
     body: Body,
@@ -460,7 +334,7 @@ struct UploadUrlRequest {
     multi_parts: Vec<PartInfo>,
 }
 
-async fn upload_urls(
+pub(super) async fn upload_urls(
     AxState(state): AxState<State>,
     caller: Caller,
     body: Body,
@@ -490,7 +364,7 @@ struct CompleteRequest {
     sha256: Option<String>,
 }
 
-async fn complete(
+pub(super) async fn complete(
     AxState(state): AxState<State>,
     caller: Caller,
     body: Body,
@@ -512,33 +386,6 @@ async fn complete(
         sha256: v.sha256.to_hex(),
         length: v.length,
         already_completed: already,
-    })
-    .into_response())
-}
-
-async fn detail(
-    AxState(state): AxState<State>,
-    file_id: Result<Path<String>, PathRejection>,
-    caller: Caller,
-    body: Body,
-) -> Result<Response, KooError> {
-    // The body (containerId, imageProcess) is optional here.
-    let _ = read_body(body, state.settings.max_json_body).await?;
-    let Path(file_id) = file_id.map_err(crate::path_error)?;
-    let id: FileId = file_id.parse()?;
-    let (o, i) = (caller.owner.clone(), id.clone());
-    let c = state.blocking(move |e| e.get(&o, &i)).await?;
-    let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
-    Ok(success(DetailResponse {
-        id: id.as_str(),
-        file_name: label("fileName"),
-        file_type: label("fileType"),
-        mime_type: label("mimeType"),
-        parent_folder: [label("parentFolder")],
-        size: c.length,
-        sha256: c.sha256.to_hex(),
-        recycled: false,
-        container_id: caller.owner.as_str(),
     })
     .into_response())
 }
