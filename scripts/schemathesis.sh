@@ -216,7 +216,8 @@ def fix_credentials(case):
 
 def real_file_id(case, op):
     body = case.body if isinstance(case.body, dict) else None
-    if op in ("kooUploadUrls", "kooCompleteFile") and body is not None and positive(case, Loc.BODY):
+    if op in ("kooUploadUrls", "kooCompleteFile", "kooAbortUpload", "kooListParts") \
+            and body is not None and positive(case, Loc.BODY):
         fid = body.get("fileId")
         if isinstance(fid, str) and FILE_ID_RE.match(fid) and (k := pick(fid, 5)) < 4:
             body["fileId"] = koo_file(3 if op == "kooUploadUrls" and k % 2 else k)
@@ -224,7 +225,7 @@ def real_file_id(case, op):
         fid = case.path_parameters.get("fileId")
         if isinstance(fid, str) and FILE_ID_RE.match(fid) and (k := pick(fid, 4)) < 3:
             case.path_parameters["fileId"] = koo_file(2 if k else 1)
-    elif op in ("mssConfirmFileUpload", "mssDeleteFile") and positive(case, Loc.PATH):
+    elif op in ("mssConfirmFileUpload", "mssDeleteFile", "mssShowFile") and positive(case, Loc.PATH):
         fid = case.path_parameters.get("file_id")
         if isinstance(fid, str) and FILE_ID_RE.match(fid) and (k := pick(fid, 4)) < 3:
             case.path_parameters["file_id"] = mss_file(k)
@@ -263,6 +264,30 @@ def real_upload_url(case):
             case.headers[name] = base64.b64encode(hashlib.md5(body).digest()).decode()
 
 
+def real_download_url(case):
+    """Most positive cases get the signed URL of a real committed file."""
+    if not positive(case, Loc.PATH, Loc.QUERY):
+        return
+    api = case.path_parameters.get("api")
+    if pick(repr(case.query), 4) == 3:
+        return
+    if api == "koodrive":
+        fid = koo_file(2)
+        url = koo(f"files/{fid}/detail", {})["downloadUrl"]
+    elif api == "metastudio":
+        fid = mss_file(2)
+        headers = {"X-Auth-Token": USER["token"]}
+        r = SESSION.get(f"{URL}/v1/{USER['project_id']}/files/{fid}", headers=headers, timeout=30)
+        r.raise_for_status()
+        url = r.json()["download_url"]
+    else:
+        return
+    u = urllib.parse.urlsplit(url)
+    case.path_parameters["file_id"] = u.path.split("/")[-1]
+    q = dict(urllib.parse.parse_qsl(u.query))
+    case.query = {"o": q["o"], "e": int(q["e"]), "s": q["s"]}
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     op = case.operation.definition.raw.get("operationId")
@@ -270,6 +295,8 @@ def before_call(context, case, kwargs):
     real_file_id(case, op)
     if op == "putPart":
         real_upload_url(case)
+    elif op in ("downloadFile", "headFile"):
+        real_download_url(case)
 PY
 
 CREDS=$work/data/credentials.json
