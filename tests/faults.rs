@@ -318,3 +318,112 @@ fn abort_whose_directory_fsync_fails_is_retried() {
     }
     assert!(matches!(engine.parts(&owner(), &id), Err(Error::NotFound)));
 }
+
+#[test]
+fn a_chain_plan_racing_the_first_unplanned_part_never_mixes_the_modes() {
+    // The first part's flush of the new upload is slowed down; a chain plan
+    // arrives meanwhile. One of the two is refused, and the upload stays
+    // usable across a reopen.
+    let dir = tempfile::tempdir().unwrap();
+    let slow = Arc::new(AtomicBool::new(true));
+    let s = slow.clone();
+    let mut cfg = config();
+    cfg.faults = Faults::new(move |op, role| {
+        if op == Op::Fsync && role == "upload record" && s.swap(false, Ordering::SeqCst) {
+            std::thread::sleep(std::time::Duration::from_millis(400));
+        }
+        None
+    });
+    let engine = Arc::new(Engine::open(dir.path(), cfg).unwrap());
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    let bytes = data(2048, 9);
+    let parts = split(&bytes, 1024, false);
+    let put = {
+        let (engine, id) = (engine.clone(), id.clone());
+        std::thread::spawn(move || engine.put_part(&owner(), &id, pn(3), &b"unplanned"[..], None))
+    };
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let planned = engine.plan_parts(&owner(), &id, &chain_plan(&parts));
+    let put = put.join().unwrap();
+    assert!(
+        put.is_ok() != planned.is_ok(),
+        "exactly one of the part ({put:?}) and the plan ({planned:?}) is taken"
+    );
+    drop(engine);
+    let engine = open(dir.path());
+    let listed = engine.parts(&owner(), &id).expect("the upload loads");
+    assert_eq!(listed.len(), usize::from(put.is_ok()));
+}
+
+#[test]
+fn a_replacement_whose_settle_failed_is_committed_with_its_own_bytes() {
+    // A chain part is replaced; the new bytes are acknowledged, then moving
+    // them into the assembly fails. Complete must commit exactly the bytes
+    // whose digest it records.
+    let dir = tempfile::tempdir().unwrap();
+    let armed = Arc::new(AtomicBool::new(false));
+    let a = armed.clone();
+    let mut cfg = config();
+    cfg.faults = Faults::new(move |op, role| {
+        (op == Op::Fsync && role == "assembly file" && a.swap(false, Ordering::SeqCst))
+            .then(|| io::Error::from_raw_os_error(libc::EIO))
+    });
+    let engine = Engine::open(dir.path(), cfg).unwrap();
+    let bytes = data(2048, 10);
+    let parts = split(&bytes, 1024, false);
+    let id = engine
+        .create(&owner(), FileSpec::default().with_plan(chain_plan(&parts)))
+        .unwrap();
+    for (i, p) in parts.iter().enumerate() {
+        engine
+            .put_part(&owner(), &id, pn(i as u64 + 1), *p, None)
+            .unwrap();
+    }
+    // The last part again, other bytes of the same size: no declared digest
+    // checks it, so only complete's own bookkeeping keeps the file true.
+    let other = data(1024, 11);
+    armed.store(true, Ordering::SeqCst);
+    assert!(
+        engine
+            .put_part(&owner(), &id, pn(2), &other[..], None)
+            .is_err()
+    );
+    let done = engine.complete(&owner(), &id, None).unwrap();
+    let stored = std::fs::read(engine.get(&owner(), &id).unwrap().path).unwrap();
+    assert_eq!(
+        sha(&stored),
+        done.file.sha256,
+        "the committed bytes are the recorded ones"
+    );
+    let mut want = parts[0].to_vec();
+    want.extend_from_slice(&other);
+    assert_eq!(
+        stored, want,
+        "the acknowledged replacement is what was committed"
+    );
+}
+
+#[test]
+fn an_upload_loaded_after_a_restart_is_flushed_before_its_next_part() {
+    // Its creation may never have been flushed before the restart.
+    let dir = tempfile::tempdir().unwrap();
+    let id = {
+        let engine = open(dir.path());
+        engine.create(&owner(), FileSpec::default()).unwrap()
+    };
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let f = flushes.clone();
+    let mut cfg = config();
+    cfg.faults = Faults::new(move |op, role| {
+        if op == Op::Fsync && role == "upload record" {
+            f.fetch_add(1, Ordering::SeqCst);
+        }
+        None
+    });
+    let engine = Engine::open(dir.path(), cfg).unwrap();
+    engine
+        .put_part(&owner(), &id, pn(1), &b"part"[..], None)
+        .unwrap();
+    // One flush of the creation before the part, one of the mode switch.
+    assert_eq!(flushes.load(Ordering::SeqCst), 2);
+}

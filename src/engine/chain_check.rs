@@ -10,7 +10,7 @@ use crate::error::{Error, LinkEnd, Result};
 use crate::faults::Op;
 use crate::io::read_window;
 use crate::midstate::Sha256;
-use crate::store::{self, UploadRecord};
+use crate::store::{self, PartRecord, UploadRecord};
 
 use super::state::Upload;
 use super::{Engine, Verified};
@@ -24,6 +24,22 @@ impl Engine {
         expected: Option<&Sha256>,
         data: &Path,
     ) -> Result<Verified> {
+        let layout = &self.inner.layout;
+        // A replacement whose move into the assembly failed after it was
+        // acknowledged: finish it now, so that the assembly holds exactly
+        // the recorded bytes (complete holds the gate; nothing else writes).
+        let staged: Vec<(u32, PartRecord)> = up
+            .state()
+            .parts
+            .iter()
+            .filter(|(_, r)| r.data.is_some())
+            .map(|(n, r)| (*n, r.clone()))
+            .collect();
+        for (n, rec) in staged {
+            let offset = record.plan.get(&n).and_then(|p| p.offset).unwrap_or(0);
+            let settled = store::settle_staged(layout, &up.id, n, offset, &rec)?;
+            up.state().parts.insert(n, settled);
+        }
         let parts = up.state().parts.clone();
         let last = record.plan.keys().next_back().copied().unwrap_or(0);
         let missing: Vec<u32> = (1..=last.max(1))
@@ -60,7 +76,6 @@ impl Engine {
         {
             return Err(Error::sha256_mismatch(e, &digest));
         }
-        let layout = &self.inner.layout;
         let asm = store::open_assembly(layout, &up.id)?;
         asm.set_len(total).map_err(Error::io("assembly file"))?;
         layout.fault(Op::Fsync, "assembly file")?;

@@ -60,9 +60,19 @@ impl Engine {
         let part_lock = up.part_lock(n);
         let _part = lock(&part_lock);
         let (record, existing) = {
-            let st = up.state();
+            let mut st = up.state();
             st.check_open()?;
+            if st.record.mode == Mode::Unset {
+                // Counted in the same critical section that reads the mode:
+                // a chain plan arriving from here on sees a stream part
+                // coming and is refused.
+                st.unset_puts += 1;
+            }
             (st.record.clone(), st.parts.get(&n).cloned())
+        };
+        let _unset = UnsetPut {
+            up: &up,
+            counted: record.mode == Mode::Unset,
         };
         // Open, and the gate keeps abort and expiry out from here on.
         self.make_durable(&up)?;
@@ -111,10 +121,8 @@ impl Engine {
                 // The first part without a plan makes this a stream upload,
                 // but only once it is acknowledged: a refused part leaves the
                 // upload as it was, open to a chain plan.
-                up.state().unset_puts += 1;
                 let res = self.put_stream_part(&up, n, max, min_len, existing, body);
                 let mut st = up.state();
-                st.unset_puts -= 1;
                 if res.is_ok() && st.record.mode == Mode::Unset {
                     let mut rec = st.record.clone();
                     rec.mode = Mode::Stream;
@@ -283,8 +291,11 @@ impl Engine {
                 return Err(e);
             }
         };
-        // The new part is acknowledged once its record is durable; moving a
-        // staged replacement into place is redone by recovery if interrupted.
+        // The new part is acknowledged once its record is durable: memory
+        // follows at once (a failed settle below leaves the staged record,
+        // which complete settles before it commits). Moving a staged
+        // replacement into place is redone by recovery if interrupted.
+        up.state().parts.insert(n, rec.clone());
         let rec = store::settle_staged(layout, &up.id, n, offset, &rec)?;
         up.state().parts.insert(n, rec.clone());
         Ok(PartReceipt {
@@ -297,6 +308,20 @@ impl Engine {
                 LinkCheck::Pending
             },
         })
+    }
+}
+
+/// A part upload counted in `unset_puts` while it runs, whichever way it ends.
+struct UnsetPut<'a> {
+    up: &'a Upload,
+    counted: bool,
+}
+
+impl Drop for UnsetPut<'_> {
+    fn drop(&mut self) {
+        if self.counted {
+            self.up.state().unset_puts -= 1;
+        }
     }
 }
 

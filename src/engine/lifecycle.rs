@@ -186,7 +186,11 @@ impl Engine {
             let res = match (up, ttl) {
                 (Some(up), Some(ttl)) if up.idle(now) > ttl => self.expire_loaded(&up, ttl, now),
                 (Some(up), _) => {
-                    if up.idle(now) > UNLOAD_AFTER {
+                    let long_idle = up.idle(now) > UNLOAD_AFTER;
+                    // Our handle must go first: unload drops only uploads
+                    // that nobody else holds.
+                    drop(up);
+                    if long_idle {
                         self.unload(&id);
                     }
                     Ok(None)
@@ -229,13 +233,21 @@ impl Engine {
             return Ok(None);
         }
         let layout = &self.inner.layout;
-        let grave = store::bury(layout, &layout.upload_dir(&up.id), &layout.uploads_dir())?;
+        let grave = match store::bury(layout, &layout.upload_dir(&up.id), &layout.uploads_dir()) {
+            Ok(g) => Some(g),
+            // Renamed away, but not durably: it is gone for every caller; a
+            // crash may bring it back whole, never half.
+            Err(_) if !layout.upload_dir(&up.id).exists() => None,
+            Err(e) => return Err(e),
+        };
         st.phase = Phase::Expired;
         let owner = st.record.owner.clone();
         drop(st);
         lock(&self.inner.uploads).remove(&up.id);
-        // Durably gone already; the bytes in `tmp/` go soon or at next open.
-        self.inner.janitor.remove(grave);
+        // Gone already; the bytes in `tmp/` go soon or at next open.
+        if let Some(grave) = grave {
+            self.inner.janitor.remove(grave);
+        }
         Ok(Some(ExpiredUpload {
             id: up.id.clone(),
             owner,

@@ -220,6 +220,11 @@ impl Engine {
         let mut record = st.record.clone();
         record.plan = merged;
         record.mode = mode;
+        if mode == Mode::Chain {
+            // Created (and its entry made durable) before any part can see
+            // the chain mode and write into it.
+            store::open_assembly(&self.inner.layout, id)?;
+        }
         store::save_upload(&self.inner.layout, id, &record)?;
         st.record = record;
         Ok(())
@@ -357,6 +362,10 @@ impl Engine {
                 };
                 let activity = store::activity_stamp(layout, id).unwrap_or_else(SystemTime::now);
                 let up = Arc::new(Upload::new(r.id, r.record, r.parts, activity));
+                // Whether its creation was ever flushed is not known (it may
+                // have been created just before a restart): flush it again
+                // before its next acknowledgement.
+                up.durable.store(false, Ordering::Release);
                 map.insert(id.clone(), Slot::Loaded(up.clone()));
                 Ok(Some(up))
             }

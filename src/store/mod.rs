@@ -90,15 +90,34 @@ pub(crate) fn save_part(layout: &Layout, id: &FileId, n: u32, rec: &PartRecord) 
     layout.write_atomic(&layout.part_record(id, n), &to_json(rec), "part record")
 }
 
-/// Opens (creating if needed) an upload's assembly file for writing.
+/// Opens (creating if needed) an upload's assembly file for writing. A new
+/// assembly's directory entry is made durable at once: part records that
+/// acknowledge bytes in it must never outlive it.
 pub(crate) fn open_assembly(layout: &Layout, id: &FileId) -> Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(layout.assembly(id))
-        .map_err(Error::io("assembly file"))
+    let path = layout.assembly(id);
+    let open = |create: bool| {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(create)
+            .open(&path)
+    };
+    match open(false) {
+        Ok(f) => Ok(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let f = match open(true) {
+                Ok(f) => f,
+                // Created meanwhile by a part of another number.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                    return open(false).map_err(Error::io("assembly file"));
+                }
+                Err(e) => return Err(Error::io("assembly file")(e)),
+            };
+            layout.fsync_dir(&layout.upload_dir(id))?;
+            Ok(f)
+        }
+        Err(e) => Err(Error::io("assembly file")(e)),
+    }
 }
 
 /// Copies a staged replacement part into the assembly at `offset`, fsyncs it,

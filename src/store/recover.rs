@@ -11,6 +11,7 @@ use crate::id::FileId;
 
 use super::layout::{Layout, is_temp_name};
 use super::records::{FileRecord, Mode, PartRecord, UploadRecord, load_json};
+use super::staging::bury;
 use super::{remove_any, settle_staged};
 
 /// An open upload as found on disk.
@@ -67,7 +68,10 @@ pub(crate) fn recover(layout: &Layout) -> Result<Vec<FileId>> {
 /// its records.
 pub(crate) fn load_upload(layout: &Layout, id: &FileId) -> Result<Option<Recovered>> {
     if layout.file_record(id).exists() {
-        // Committed before the crash; only the cleanup was missing.
+        // Committed before the crash; only the cleanup was missing. The
+        // commit's rename may not be durable yet: make it so before its
+        // upload, the only other copy of the bytes, goes.
+        layout.fsync_dir(&layout.files_dir())?;
         remove_any(&layout.upload_dir(id))?;
         layout.fsync_dir(&layout.uploads_dir())?;
         return Ok(None);
@@ -77,25 +81,35 @@ pub(crate) fn load_upload(layout: &Layout, id: &FileId) -> Result<Option<Recover
         // A creation that never became durable (it is made durable before
         // its first part or plan is acknowledged): nothing acknowledged is
         // lost by removing it.
-        Err(_) if !has_part_records(layout, id) && !record_parses(layout, id) => {
-            remove_any(&layout.upload_dir(id))?;
-            layout.fsync_dir(&layout.uploads_dir())?;
-            Ok(None)
+        Err(e) => {
+            if never_durable(layout, id)? {
+                let grave = bury(layout, &layout.upload_dir(id), &layout.uploads_dir())?;
+                remove_any(&grave)?;
+                Ok(None)
+            } else {
+                Err(e)
+            }
         }
-        Err(e) => Err(e),
     }
 }
 
-fn record_parses(layout: &Layout, id: &FileId) -> bool {
-    load_json::<UploadRecord>(&layout.upload_record(id), "upload record").is_ok()
-}
-
-fn has_part_records(layout: &Layout, id: &FileId) -> bool {
-    read_dir(&layout.parts_dir(id)).is_ok_and(|entries| {
-        entries
-            .iter()
-            .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
-    })
+/// Whether the upload is a creation that never became durable: its record
+/// is missing or does not parse (a crash lost it), and it has no part
+/// records (a part is acknowledged only after the creation was flushed).
+/// Anything that cannot be read for another reason is not taken for one.
+fn never_durable(layout: &Layout, id: &FileId) -> Result<bool> {
+    match fs::read(layout.upload_record(id)) {
+        Ok(bytes) if serde_json::from_slice::<UploadRecord>(&bytes).is_ok() => return Ok(false),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io("upload record")(e)),
+    }
+    for entry in read_dir(&layout.parts_dir(id))? {
+        if entry.file_name().to_string_lossy().ends_with(".json") {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The committed files in the store with their records.

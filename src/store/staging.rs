@@ -11,7 +11,7 @@ use crate::faults::Op;
 use crate::id::FileId;
 
 use super::layout::{Layout, temp_name};
-use super::records::{FileRecord, UploadRecord, to_json};
+use super::records::{FileRecord, Mode, UploadRecord, to_json};
 use super::remove_any;
 
 /// Creates the directory of a new upload with its record: built in `tmp/`,
@@ -32,6 +32,10 @@ pub(crate) fn create_upload(layout: &Layout, id: &FileId, record: &UploadRecord)
         layout.fault(Op::Write, "upload record")?;
         f.write_all(&to_json(record))
             .map_err(Error::io("upload record"))?;
+        if record.mode == Mode::Chain {
+            // Parts go straight into it; it exists before any is taken.
+            File::create_new(staging.join("assembly")).map_err(Error::io("assembly file"))?;
+        }
         layout.rename(&staging, &layout.upload_dir(id), "upload directory")
     })();
     if res.is_err() {
