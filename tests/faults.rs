@@ -427,3 +427,33 @@ fn an_upload_loaded_after_a_restart_is_flushed_before_its_next_part() {
     // One flush of the creation before the part, one of the mode switch.
     assert_eq!(flushes.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_sweep_unloads_idle_uploads_and_their_next_use_loads_them_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let flushes = Arc::new(AtomicUsize::new(0));
+    let f = flushes.clone();
+    let mut cfg = config();
+    cfg.unload_after = std::time::Duration::ZERO;
+    cfg.faults = Faults::new(move |op, role| {
+        if op == Op::Fsync && role == "upload record" {
+            f.fetch_add(1, Ordering::SeqCst);
+        }
+        None
+    });
+    let engine = Engine::open(dir.path(), cfg).unwrap();
+    let id = engine.create(&owner(), FileSpec::default()).unwrap();
+    engine
+        .put_part(&owner(), &id, pn(1), &b"one"[..], None)
+        .unwrap();
+    let before = flushes.load(Ordering::SeqCst);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert!(engine.expire_idle_uploads().expired.is_empty());
+    // Loaded again from disk: its parts are there, and it is flushed anew
+    // before the next acknowledgement, as any upload loaded from disk.
+    assert_eq!(engine.parts(&owner(), &id).unwrap().len(), 1);
+    engine
+        .put_part(&owner(), &id, pn(2), &b"two"[..], None)
+        .unwrap();
+    assert_eq!(flushes.load(Ordering::SeqCst), before + 1);
+}

@@ -20,9 +20,6 @@ use crate::store::{self, UploadRecord, load_json};
 use super::state::{Phase, Upload, lock};
 use super::{Committed, Engine, PartInfo, Slot};
 
-/// Loaded uploads idle this long are dropped from memory by a sweep (they
-/// are loaded again on their next use).
-const UNLOAD_AFTER: Duration = Duration::from_secs(300);
 /// Most aborts remembered; the oldest are forgotten first.
 const MAX_TOMBSTONES: usize = 100_000;
 
@@ -186,7 +183,7 @@ impl Engine {
             let res = match (up, ttl) {
                 (Some(up), Some(ttl)) if up.idle(now) > ttl => self.expire_loaded(&up, ttl, now),
                 (Some(up), _) => {
-                    let long_idle = up.idle(now) > UNLOAD_AFTER;
+                    let long_idle = up.idle(now) > self.inner.cfg.unload_after;
                     // Our handle must go first: unload drops only uploads
                     // that nobody else holds.
                     drop(up);
@@ -262,37 +259,35 @@ impl Engine {
         now: SystemTime,
     ) -> Result<Option<ExpiredUpload>> {
         let layout = &self.inner.layout;
-        let grave;
-        let expired;
-        {
-            // Under the map's lock, so that no request loads it meanwhile.
-            let mut map = lock(&self.inner.uploads);
-            if !matches!(map.get(id), Some(Slot::Unloaded)) {
-                return Ok(None);
-            }
-            let idle = store::activity_stamp(layout, id)
-                .and_then(|t| now.duration_since(t).ok())
-                .unwrap_or_default();
-            if idle <= ttl {
-                return Ok(None);
-            }
-            if layout.file_record(id).exists() || !layout.upload_record(id).exists() {
-                // Committed before a crash (or gone): only cleanup was left.
-                store::load_upload(layout, id)?;
-                map.remove(id);
-                return Ok(None);
-            }
-            let record: UploadRecord = load_json(&layout.upload_record(id), "upload record")?;
-            grave = store::bury(layout, &layout.upload_dir(id), &layout.uploads_dir())?;
-            map.remove(id);
-            expired = ExpiredUpload {
-                id: id.clone(),
-                owner: record.owner,
-                idle,
-            };
+        // Nobody loads it while this runs; the disk work runs outside the
+        // map's lock.
+        let _loading = self.load_lock(id);
+        if !matches!(lock(&self.inner.uploads).get(id), Some(Slot::Unloaded)) {
+            return Ok(None);
         }
+        let idle = store::activity_stamp(layout, id)
+            .and_then(|t| now.duration_since(t).ok())
+            .unwrap_or_default();
+        if idle <= ttl {
+            return Ok(None);
+        }
+        if layout.file_record(id).exists() || !layout.upload_record(id).exists() {
+            // Committed before a crash, or a creation never made durable:
+            // recovering it is all that is left to do.
+            if store::load_upload(layout, id)?.is_none() {
+                lock(&self.inner.uploads).remove(id);
+            }
+            return Ok(None);
+        }
+        let record: UploadRecord = load_json(&layout.upload_record(id), "upload record")?;
+        let grave = store::bury(layout, &layout.upload_dir(id), &layout.uploads_dir())?;
+        lock(&self.inner.uploads).remove(id);
         self.inner.janitor.remove(grave);
-        Ok(Some(expired))
+        Ok(Some(ExpiredUpload {
+            id: id.clone(),
+            owner: record.owner,
+            idle,
+        }))
     }
 
     /// Drops a loaded, idle upload from memory if nobody holds it.

@@ -51,6 +51,8 @@ struct Inner {
     uploads: Mutex<HashMap<FileId, Slot>>,
     committed: Mutex<ContentIndex>,
     aborted: Mutex<Tombstones>,
+    /// Serialize loading (and expiring) unloaded uploads, striped by id.
+    load_locks: Vec<Mutex<()>>,
     /// Declared before the lock: dropped (and joined) while the store is
     /// still locked.
     janitor: store::Janitor,
@@ -100,6 +102,7 @@ impl Engine {
                 uploads: Mutex::new(uploads),
                 committed: Mutex::new(committed),
                 aborted: Mutex::new(Tombstones::default()),
+                load_locks: (0..64).map(|_| Mutex::new(())).collect(),
                 janitor: store::Janitor::start(),
                 _lock: lock,
             }),
@@ -349,27 +352,42 @@ impl Engine {
 
     /// The open upload `id`, recovered from disk on its first use.
     fn lookup(&self, id: &FileId) -> Result<Option<Arc<Upload>>> {
-        let mut map = lock(&self.inner.uploads);
-        match map.get(id) {
-            None => Ok(None),
-            Some(Slot::Loaded(up)) => Ok(Some(up.clone())),
-            Some(Slot::Unloaded) => {
-                // Under the map's lock: no one else loads or expires it meanwhile.
-                let layout = &self.inner.layout;
-                let Some(r) = store::load_upload(layout, id)? else {
-                    map.remove(id);
-                    return Ok(None);
-                };
-                let activity = store::activity_stamp(layout, id).unwrap_or_else(SystemTime::now);
-                let up = Arc::new(Upload::new(r.id, r.record, r.parts, activity));
-                // Whether its creation was ever flushed is not known (it may
-                // have been created just before a restart): flush it again
-                // before its next acknowledgement.
-                up.durable.store(false, Ordering::Release);
-                map.insert(id.clone(), Slot::Loaded(up.clone()));
-                Ok(Some(up))
-            }
+        let known = |map: &HashMap<FileId, Slot>| match map.get(id) {
+            None => Some(None),
+            Some(Slot::Loaded(up)) => Some(Some(up.clone())),
+            Some(Slot::Unloaded) => None,
+        };
+        if let Some(found) = known(&lock(&self.inner.uploads)) {
+            return Ok(found);
         }
+        // One loader per upload, and no expiry of it meanwhile; the disk
+        // work runs outside the map's lock, so other uploads do not wait.
+        let _loading = self.load_lock(id);
+        if let Some(found) = known(&lock(&self.inner.uploads)) {
+            return Ok(found);
+        }
+        let layout = &self.inner.layout;
+        let loaded = store::load_upload(layout, id)?;
+        let mut map = lock(&self.inner.uploads);
+        let Some(r) = loaded else {
+            map.remove(id);
+            return Ok(None);
+        };
+        let activity = store::activity_stamp(layout, id).unwrap_or_else(SystemTime::now);
+        let up = Arc::new(Upload::new(r.id, r.record, r.parts, activity));
+        // Whether its creation was ever flushed is not known (it may have
+        // been created just before a restart): flush it again before its
+        // next acknowledgement.
+        up.durable.store(false, Ordering::Release);
+        map.insert(id.clone(), Slot::Loaded(up.clone()));
+        Ok(Some(up))
+    }
+
+    /// The lock that serializes loading and expiring an unloaded upload.
+    fn load_lock(&self, id: &FileId) -> std::sync::MutexGuard<'_, ()> {
+        // Ids are random hex: their first two digits spread them evenly.
+        let stripe = usize::from_str_radix(&id.as_str()[..2], 16).unwrap_or(0);
+        lock(&self.inner.load_locks[stripe % self.inner.load_locks.len()])
     }
 
     /// The upload `id` of `owner`, as long as the engine tracks it; a

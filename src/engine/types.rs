@@ -34,6 +34,11 @@ pub struct Config {
     /// [`Engine::expire_idle_uploads`](crate::Engine::expire_idle_uploads);
     /// `None` keeps them for ever. Default 7 days.
     pub upload_ttl: Option<std::time::Duration>,
+    /// Open uploads idle this long are dropped from memory by
+    /// [`Engine::expire_idle_uploads`](crate::Engine::expire_idle_uploads)
+    /// and loaded again from their records on their next use. Default
+    /// 5 minutes.
+    pub unload_after: std::time::Duration,
     /// Faults to inject into durable file operations; none by default.
     #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::Faults,
@@ -49,6 +54,7 @@ impl Default for Config {
             eager_hashing: true,
             ingest_buffer: 1 << 20,
             upload_ttl: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
+            unload_after: std::time::Duration::from_secs(300),
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::Faults::none(),
         }
