@@ -15,8 +15,8 @@
 # the `sync` makes both pay for durability). Rounds alternate the legs; every
 # leg gets a fresh server and a fresh store, the previous store is removed
 # and synced first. Prints the medians, GB/s, the ratios chain/nginx and
-# stream/nginx measured in the same run, the servers' peak RSS (VmHWM) and
-# the load average before and after.
+# stream/nginx measured in the same run, the servers' CPU time and peak RSS
+# (VmHWM) and the load average before and after.
 #
 # Installs what is missing: nginx with apt-get (nginx-light where the
 # distribution has it), `requests` into a venv in target/bench-venv.
@@ -118,6 +118,9 @@ wait_port() {
 
 # Peak resident set of a process, in KiB.
 hwm() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
+# CPU time (user + system, all threads) a process has used, in clock ticks.
+ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+hz=$(getconf CLK_TCK)
 
 if [ ! -f "$dir/file.bin" ] || [ "$(stat -c %s "$dir/file.bin")" -ne "$size" ]; then
   echo "creating 1 GiB of deterministic bytes in $dir/file.bin..." >&2
@@ -169,16 +172,20 @@ EOF
   pids+=("$pid")
   wait_port "$port" "$pid"
   line=$("$py" "$client" nginx "http://127.0.0.1:$port" "$dir/file.bin" "$part_size" "$clients")
-  for w in $(ps --ppid "$pid" -o pid=); do rss=$((rss + $(hwm "$w"))); done
+  local cpu=0
+  for w in $(ps --ppid "$pid" -o pid=); do
+    rss=$((rss + $(hwm "$w")))
+    cpu=$((cpu + $(ticks "$w")))
+  done
   stop "$pid" QUIT
   local stored
   stored=$(cat "$prefix"/root/part.* | cmp - "$dir/file.bin" && echo ok || echo DIFFERENT)
   [ "$stored" = ok ] || { echo "nginx stored different bytes" >&2; exit 1; }
-  echo "round=$round $line rss_kib=$rss" | tee -a "$results" >&2
+  echo "round=$round $line rss_kib=$rss cpu_s=$(awk "BEGIN { print $cpu / $hz }")" | tee -a "$results" >&2
 }
 
 run_partseal() {
-  local round=$1 mode=$2 data="$dir/leg/partseal" out pid port line rss perf_pid=""
+  local round=$1 mode=$2 data="$dir/leg/partseal" out pid port line rss cpu perf_pid=""
   mkdir -p "$data"
   out="$dir/leg/server.out"
   "$server" --data "$data" --listen 127.0.0.1:0 > "$out" 2> "$dir/leg/server.err" &
@@ -201,8 +208,9 @@ run_partseal() {
     "$dir/plan.json" "$dir/file.bin" "$clients")
   [ -n "$perf_pid" ] && stop "$perf_pid" INT
   rss=$(hwm "$pid")
+  cpu=$(ticks "$pid")
   stop "$pid" TERM
-  echo "round=$round $line rss_kib=$rss" | tee -a "$results" >&2
+  echo "round=$round $line rss_kib=$rss cpu_s=$(awk "BEGIN { print $cpu / $hz }")" | tee -a "$results" >&2
 }
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -235,15 +243,16 @@ print(f"{size >> 20} MiB in {size // part_size} parts of {part_size >> 20} MiB, 
       f" {rounds} rounds alternating, medians; {cache}")
 print(f"load average before: {load_before}, after: {load_after} (other work on the machine skews times)")
 print(f"{'leg':<8} {'total s':>8} {'GB/s':>6} {'vs nginx':>9} {'create s':>9} {'upload s':>9}"
-      f" {'complete s':>11} {'sync s':>7} {'peak RSS MiB':>13}")
+      f" {'complete s':>11} {'sync s':>7} {'server CPU s':>13} {'peak RSS MiB':>13}")
 base = med("nginx", "total_s")
-names = {"nginx": "nginx", "chain": "chain", "stream": "stream"}
+
 for leg in ("nginx", "chain", "stream"):
     t = med(leg, "total_s")
     rss = max(int(k["rss_kib"]) for k in legs[leg]) / 1024
-    print(f"{names[leg]:<8} {t:>8.3f} {size / t / 1e9:>6.2f} {base / t:>8.2f}x {med(leg, 'create_s'):>9.3f}"
-          f" {med(leg, 'upload_s'):>9.3f} {med(leg, 'complete_s'):>11.3f} {med(leg, 'sync_s'):>7.3f} {rss:>13.1f}")
-print("(peak RSS: nginx = sum of its workers' VmHWM, partseal = the server's VmHWM)")
+    print(f"{leg:<8} {t:>8.3f} {size / t / 1e9:>6.2f} {base / t:>8.2f}x {med(leg, 'create_s'):>9.3f}"
+          f" {med(leg, 'upload_s'):>9.3f} {med(leg, 'complete_s'):>11.3f} {med(leg, 'sync_s'):>7.3f} {med(leg, 'cpu_s'):>13.2f} {rss:>13.1f}")
+print("(server CPU = user + system time; nginx: its workers' sum; peak RSS: nginx = sum of its workers'"
+      " VmHWM, partseal = the server's VmHWM, largest of the rounds)")
 print()
 for leg, target in (("chain", 0.8), ("stream", 0.7)):
     ratio = base / med(leg, "total_s")
