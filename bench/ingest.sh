@@ -40,7 +40,9 @@ if ! command -v nginx > /dev/null; then
   pkg=nginx
   if apt-cache policy nginx-light 2> /dev/null | grep -q 'Candidate: [0-9]'; then pkg=nginx-light; fi
   echo "installing $pkg with apt-get..." >&2
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg" > /dev/null
+  install_nginx() { DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$pkg" > /dev/null; }
+  # Stale package lists name versions the mirror no longer has: refresh once.
+  install_nginx || { apt-get update > /dev/null && install_nginx; }
 fi
 nginx_bin=$(command -v nginx)
 if ! "$nginx_bin" -V 2>&1 | grep -q -- --with-http_dav_module; then
