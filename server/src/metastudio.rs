@@ -484,11 +484,13 @@ async fn get_file(
             answer.download_url = Some(download_url(&state, Api::MetaStudio, &id, &owner));
         }
         UploadStatus::Aborted { note } => {
-            // ConfirmFileUpload's FAILED is kept as such; every other end
-            // (CANCELLED, DeleteFile, a KooDrive abort) reads as cancelled.
+            // ConfirmFileUpload's FAILED or CANCELLED is kept as such; a file
+            // deleted (DeleteFile, a KooDrive abort) is gone like any
+            // deleted resource.
             answer.state = match note.as_deref() {
                 Some("FAILED") => "FAILED",
-                _ => "CANCELLED",
+                Some("CANCELLED") => "CANCELLED",
+                _ => return Err(ApiError::from(partseal::Error::NotFound).into()),
             };
         }
         other => {

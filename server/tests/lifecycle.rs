@@ -451,10 +451,12 @@ async fn metastudio_get_after_failed_or_cancelled_says_which() {
         assert!(!s.dir.path().join("uploads").join(&id).exists());
         assert_eq!(s.put(&urls[1], data(100, 9)).await.0, 404);
     }
-    // DeleteFile of an open upload, and a KooDrive abort, read as cancelled.
+    // A file deleted (DeleteFile of an open upload) is gone: 404, as for
+    // any deleted resource.
     let (id, _) = mss_large(&s, "alice", 1).await;
     let (status, _, _) = s.mss("alice", "DELETE", &format!("files/{id}"), None).await;
     assert_eq!(status, 200);
-    let (_, v, _) = s.mss("alice", "GET", &format!("files/{id}"), None).await;
-    assert_eq!(v["state"], "CANCELLED", "{v}");
+    let (status, v, _) = s.mss("alice", "GET", &format!("files/{id}"), None).await;
+    assert_eq!(status, 404, "{v}");
+    assert_eq!(v["error_code"], "MSS.10001004", "{v}");
 }
