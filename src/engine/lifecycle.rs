@@ -344,9 +344,12 @@ impl Engine {
     /// Opens a committed file for reading, without exposing where it lives.
     ///
     /// ```no_run
-    /// # use partseal::{Config, Engine, FileId, Owner};
+    /// # use partseal::{Config, Engine, FileSpec, Owner, PartNumber};
     /// # let engine = Engine::open("./data", Config::default())?;
-    /// # let (owner, id): (Owner, FileId) = todo!();
+    /// # let owner = Owner::new("alice")?;
+    /// # let id = engine.create(&owner, FileSpec::default())?;
+    /// # engine.put_part(&owner, &id, PartNumber::MIN, &b"hello"[..], None)?;
+    /// # engine.complete(&owner, &id, None)?;
     /// let mut reader = engine.open_file(&owner, &id)?;
     /// let mut out = Vec::new();
     /// std::io::copy(&mut reader, &mut out)?;
