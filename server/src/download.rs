@@ -22,16 +22,15 @@ use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
-use percent_encoding::percent_decode_str;
-use serde::Deserialize;
 
 use partseal::{FileId, FileReader, Owner};
 
 use crate::State;
 use crate::auth::{AuthError, DownloadGrant};
-use crate::error::{ApiError, mss};
+use crate::error::ApiError;
+use crate::signed_url::{Signed, SignedParts, lossy_segments, unknown_api};
 use crate::upload::Api;
 
 /// Bytes read from the file per chunk of the body: large enough that the
@@ -63,13 +62,6 @@ pub fn download_url(state: &State, api: Api, id: &FileId, owner: &Owner) -> Stri
         expires,
         sig
     )
-}
-
-#[derive(Debug, Deserialize)]
-struct Signed {
-    o: Option<String>,
-    e: Option<i64>,
-    s: Option<String>,
 }
 
 /// Which bytes a request asks for, after `Range` and `If-Range`.
@@ -149,30 +141,6 @@ fn none_match(list: &str, etag: &str) -> bool {
         .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
 }
 
-/// The `{api}` and `{file_id}` of a path whose percent-decoding is not
-/// UTF-8, decoded lossily so that it is judged like any other bad URL.
-fn lossy_segments(uri: &Uri) -> Option<(String, String)> {
-    let mut seg = uri.path().strip_prefix("/download/")?.split('/');
-    let mut next = || {
-        seg.next()
-            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-    };
-    let t = (next()?, next()?);
-    seg.next().is_none().then_some(t)
-}
-
-/// The answer to an `{api}` that is neither `koodrive` nor `metastudio`.
-fn unknown_api() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        axum::Json(serde_json::json!({
-            "error_code": mss::NOT_FOUND,
-            "error_msg": "no such download URL: the API must be koodrive or metastudio",
-        })),
-    )
-        .into_response()
-}
-
 async fn download(
     AxState(state): AxState<State>,
     params: Result<Path<(String, String)>, PathRejection>,
@@ -183,13 +151,13 @@ async fn download(
 ) -> Response {
     let segments = match params {
         Ok(Path(t)) => Some(t),
-        Err(_) => lossy_segments(&uri),
+        Err(_) => lossy_segments::<2>(&uri, "/download/").map(|[a, f]| (a, f)),
     };
     let Some((api, file_id)) = segments else {
-        return unknown_api();
+        return unknown_api("download");
     };
     let Some(api) = Api::parse(&api) else {
-        return unknown_api();
+        return unknown_api("download");
     };
     match answer(
         &state,
@@ -215,18 +183,11 @@ async fn answer(
     method: &Method,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Some(Signed {
-        o: Some(owner_hex),
-        e: Some(expires),
-        s: Some(sig),
-    }) = signed
-    else {
-        return Err(AuthError::BadDownloadUrl.into());
-    };
-    let owner = hex::decode(&owner_hex)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or(AuthError::BadDownloadUrl)?;
+    let SignedParts {
+        owner,
+        expires,
+        sig,
+    } = Signed::parts(signed, AuthError::BadDownloadUrl)?;
     let grant = DownloadGrant {
         api: api.as_str(),
         file_id,

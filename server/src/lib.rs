@@ -14,6 +14,7 @@ pub mod koodrive;
 pub mod metastudio;
 pub mod openapi;
 pub mod serve;
+mod signed_url;
 pub mod sweep;
 pub mod upload;
 

@@ -8,22 +8,20 @@
 //! SHA-256 as the `ETag`; a `Content-MD5` is checked on the way (see
 //! [`crate::content_md5`]).
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State as AxState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
-use axum::{Json, Router};
-use percent_encoding::percent_decode_str;
-use serde::Deserialize;
-use serde_json::json;
 
 use partseal::{FileId, Owner, PartNumber};
 
 use crate::auth::{AuthError, UploadGrant};
 use crate::content_md5::{self, Md5Checked, Mismatch};
-use crate::error::{ApiError, KooError, MssError, mss};
+use crate::error::{ApiError, KooError, MssError};
+use crate::signed_url::{Signed, SignedParts, lossy_segments, unknown_api};
 use crate::{State, body_reader};
 
 /// Which API issued an upload URL (it decides the dialect of errors).
@@ -96,41 +94,6 @@ pub fn upload_url(
     ))
 }
 
-#[derive(Debug, Deserialize)]
-struct Signed {
-    o: Option<String>,
-    e: Option<i64>,
-    s: Option<String>,
-}
-
-/// The path segments `{api}`, `{file_id}` and `{part}` of an upload URL whose
-/// percent-decoding is not UTF-8: decoded lossily (U+FFFD for bad bytes), so
-/// such a URL is judged like any other malformed one. `None` if the path does
-/// not have the route's shape.
-fn lossy_segments(uri: &Uri) -> Option<(String, String, String)> {
-    let mut seg = uri.path().strip_prefix("/upload/")?.split('/');
-    let mut next = || {
-        seg.next()
-            .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-    };
-    let t = (next()?, next()?, next()?);
-    seg.next().is_none().then_some(t)
-}
-
-/// The answer to an upload URL whose `{api}` is neither `koodrive` nor
-/// `metastudio`: 404 `MSS.10001004`, the one 404 answer the document gives
-/// for upload URLs (there is no dialect to answer in).
-fn unknown_api() -> Response {
-    (
-        StatusCode::NOT_FOUND,
-        Json(json!({
-            "error_code": mss::NOT_FOUND,
-            "error_msg": "no such upload URL: the API must be koodrive or metastudio",
-        })),
-    )
-        .into_response()
-}
-
 async fn put_part(
     AxState(state): AxState<State>,
     params: Result<Path<(String, String, String)>, PathRejection>,
@@ -141,13 +104,13 @@ async fn put_part(
 ) -> Response {
     let segments = match params {
         Ok(Path(t)) => Some(t),
-        Err(_) => lossy_segments(&uri),
+        Err(_) => lossy_segments::<3>(&uri, "/upload/").map(|[a, f, p]| (a, f, p)),
     };
     let Some((api, file_id, part)) = segments else {
-        return unknown_api();
+        return unknown_api("upload");
     };
     let Some(api) = Api::parse(&api) else {
-        return unknown_api();
+        return unknown_api("upload");
     };
     let res = receive(
         &state,
@@ -180,22 +143,15 @@ async fn receive(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<String, ApiError> {
-    let Some(Signed {
-        o: Some(owner_hex),
-        e: Some(expires),
-        s: Some(sig),
-    }) = signed
-    else {
-        return Err(AuthError::BadUploadUrl.into());
-    };
+    let SignedParts {
+        owner,
+        expires,
+        sig,
+    } = Signed::parts(signed, AuthError::BadUploadUrl)?;
     let part: u64 = part
         .parse()
         .map_err(|_| ApiError::bad("the part number in the upload URL is not a number"))?;
     let part32 = u32::try_from(part).map_err(|_| ApiError::bad("part number out of range"))?;
-    let owner = hex::decode(&owner_hex)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or(AuthError::BadUploadUrl)?;
     let grant = UploadGrant {
         api: api.as_str(),
         file_id,
@@ -247,37 +203,4 @@ async fn receive(
     };
     tracing::info!(file_id, part, len = receipt.len, link = ?receipt.link, "part stored");
     Ok(receipt.sha256.to_hex())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn undecodable_segments_are_decoded_lossily() {
-        let uri: Uri = "/upload/%6Boodrive/%FF/1%2F?o=00".parse().unwrap();
-        assert_eq!(
-            lossy_segments(&uri),
-            Some(("koodrive".into(), "\u{FFFD}".into(), "1/".into()))
-        );
-        for bad in ["/upload/a/b", "/upload/a/b/c/d", "/other/a/b/c"] {
-            assert_eq!(lossy_segments(&bad.parse().unwrap()), None, "{bad}");
-        }
-    }
-
-    #[tokio::test]
-    async fn unknown_api_is_a_documented_json_404() {
-        let resp = unknown_api();
-        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        assert_eq!(
-            resp.headers()[header::CONTENT_TYPE],
-            HeaderValue::from_static("application/json")
-        );
-        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
-            .await
-            .unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["error_code"], mss::NOT_FOUND);
-        assert!(v["error_msg"].is_string());
-    }
 }
