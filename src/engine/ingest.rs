@@ -10,7 +10,7 @@ use crate::error::{Error, LinkEnd, Result};
 use crate::faults::Op;
 use crate::id::{FileId, Owner, PartNumber};
 use crate::io::write_all_at;
-use crate::midstate::{Hasher, Midstate};
+use crate::midstate::{Hasher, Midstate, Sha256};
 use crate::plan::PartPlan;
 use crate::store::{self, Mode, PartRecord, UploadRecord};
 
@@ -68,7 +68,7 @@ impl Engine {
                 // coming and is refused.
                 st.unset_puts += 1;
             }
-            (st.record.clone(), st.parts.get(&n).cloned())
+            (PartView::of(&st.record, n), st.parts.get(&n).cloned())
         };
         let _unset = UnsetPut {
             up: &up,
@@ -77,8 +77,8 @@ impl Engine {
         // Open, and the gate keeps abort and expiry out from here on.
         self.make_durable(&up)?;
         let limits = &self.inner.cfg.limits;
-        let planned = record.plan.get(&n).copied();
-        if planned.is_none() && (record.mode == Mode::Chain || !record.plan.is_empty()) {
+        let planned = record.planned;
+        if planned.is_none() && (record.mode == Mode::Chain || record.has_plan) {
             return Err(Error::PartOutOfRange {
                 part: u64::from(n),
                 reason: "the part is not in the upload's plan".into(),
@@ -206,7 +206,7 @@ impl Engine {
     fn put_chain_part(
         &self,
         up: &Arc<Upload>,
-        record: &UploadRecord,
+        record: &PartView,
         p: PartPlan,
         existing: Option<PartRecord>,
         body: impl Read,
@@ -250,7 +250,7 @@ impl Engine {
             let state_out = chain.midstate().map(|m| m.ctx());
             let digest_if_last = chain.finalize();
             let mut checked = false;
-            if let Some(next) = record.plan.get(&(n + 1)) {
+            if let Some(next) = record.next {
                 if state_out.is_none() || state_out != next.ctx {
                     return Err(Error::LinkMismatch {
                         part: n,
@@ -259,8 +259,7 @@ impl Engine {
                 }
                 checked = true;
             }
-            let is_last = record.length == Some(offset + p.size)
-                && record.plan.keys().next_back() == Some(&n);
+            let is_last = record.length == Some(offset + p.size) && record.last_planned == Some(n);
             if is_last && let Some(expected) = &record.sha256 {
                 if *expected != digest_if_last {
                     return Err(Error::LinkMismatch {
@@ -308,6 +307,35 @@ impl Engine {
                 LinkCheck::Pending
             },
         })
+    }
+}
+
+/// What a part upload needs of its upload's record: copied under the state
+/// lock without the whole plan (a part of a 10,000-part upload must not copy
+/// 10,000 plan entries).
+struct PartView {
+    mode: Mode,
+    planned: Option<PartPlan>,
+    next: Option<PartPlan>,
+    last_planned: Option<u32>,
+    has_plan: bool,
+    length: Option<u64>,
+    sha256: Option<Sha256>,
+    part_count: Option<u32>,
+}
+
+impl PartView {
+    fn of(record: &UploadRecord, n: u32) -> PartView {
+        PartView {
+            mode: record.mode,
+            planned: record.plan.get(&n).copied(),
+            next: record.plan.get(&(n + 1)).copied(),
+            last_planned: record.plan.keys().next_back().copied(),
+            has_plan: !record.plan.is_empty(),
+            length: record.length,
+            sha256: record.sha256,
+            part_count: record.part_count,
+        }
     }
 }
 
