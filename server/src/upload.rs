@@ -5,8 +5,9 @@
 //! number, owner and expiry, so a URL needs no other credentials, expires, and
 //! cannot be turned into a URL for another API, file, part or owner. The body streams
 //! into the engine, which hashes it while writing and answers with the part's
-//! SHA-256 as the `ETag`; a `Content-MD5` is checked on the way (see
-//! [`crate::content_md5`]).
+//! fingerprint as the `ETag` (its SHA-256; in chain mode the SHA-256 of the
+//! file through the part's end, see [`partseal::PartReceipt::sha256`]); a
+//! `Content-MD5` is checked on the way (see [`crate::content_md5`]).
 
 use axum::Router;
 use axum::body::Body;

@@ -218,8 +218,10 @@ impl Engine {
         let start = p
             .start_ctx()
             .ok_or_else(|| Error::BadPlan(format!("part {n} needs a hashCtx")))?;
+        // One pass: the link's hash is also the part's fingerprint (the
+        // SHA-256 of the file through the part's end), so no second hash of
+        // the part's bytes is needed.
         let mut chain = Hasher::from_midstate(Midstate::resume(start, offset)?);
-        let mut own = Hasher::new();
         // A first upload of the part goes straight to its offset in the
         // assembly; a replacement is staged first so that the acknowledged
         // bytes stay intact until the new ones are proven.
@@ -241,7 +243,6 @@ impl Engine {
                 None => (store::open_assembly(layout, &up.id)?, offset),
             };
             let len = ingest(body, n, p.size, self.inner.cfg.ingest_buffer, |buf, at| {
-                own.update(buf);
                 chain.update(buf);
                 layout.fault_io(Op::Write, "part data")?;
                 write_all_at(&file, buf, base + at)
@@ -273,7 +274,7 @@ impl Engine {
             file.sync_data().map_err(Error::io("part data"))?;
             let rec = PartRecord {
                 len,
-                sha256: own.finalize(),
+                sha256: digest_if_last,
                 data: staged.clone(),
                 state_out,
                 digest_if_last: Some(digest_if_last),

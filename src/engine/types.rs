@@ -169,7 +169,13 @@ pub struct PartReceipt {
     pub number: PartNumber,
     /// Bytes stored.
     pub len: u64,
-    /// The part's own SHA-256 (usable as its ETag).
+    /// The part's fingerprint, usable as its ETag. In stream mode it is the
+    /// SHA-256 of the part's bytes. In chain mode it is the SHA-256 of the
+    /// file's bytes from the start through the end of this part, as the
+    /// part's link computes it from its `hashCtx`: it pins the part's bytes
+    /// as strongly (a different part with the same `hashCtx` and digest
+    /// would be a SHA-256 collision) and costs no second pass over them.
+    /// For the last part of a chain upload it is the file's SHA-256.
     pub sha256: Sha256,
     /// The state of its link.
     pub link: LinkCheck,
@@ -183,7 +189,9 @@ pub struct PartInfo {
     pub number: PartNumber,
     /// Its length.
     pub len: u64,
-    /// Its own SHA-256.
+    /// Its fingerprint, as [`PartReceipt::sha256`] gives it: the part's own
+    /// SHA-256 in stream mode, the SHA-256 of the file through the part's
+    /// end in chain mode.
     pub sha256: Sha256,
     /// Chain mode: its link was checked and holds (it leads to the next
     /// part's `hashCtx`, or to the declared digest). False in stream mode,

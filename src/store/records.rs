@@ -60,7 +60,9 @@ pub(crate) struct UploadRecord {
 pub(crate) struct PartRecord {
     /// Length in bytes.
     pub len: u64,
-    /// The part's own SHA-256.
+    /// The part's fingerprint: in stream mode its own SHA-256, in chain mode
+    /// the SHA-256 of the file through the part's end (see
+    /// [`PartReceipt::sha256`](crate::PartReceipt::sha256)).
     pub sha256: Sha256,
     /// File (in `parts/`) holding the bytes; in chain mode only while a
     /// replacement is being copied into the assembly.
