@@ -9,7 +9,7 @@ use std::sync::Arc;
 use crate::error::{Error, LinkEnd, Result};
 use crate::faults::Op;
 use crate::id::{FileId, Owner, PartNumber};
-use crate::io::write_all_at;
+use crate::io::{AlignedBuf, DIRECT_ALIGN, RangeWriter};
 use crate::midstate::{Hasher, Midstate, Sha256};
 use crate::plan::PartPlan;
 use crate::store::{self, Mode, PartRecord, UploadRecord};
@@ -160,7 +160,8 @@ impl Engine {
                 .open(&path)
                 .map_err(Error::io("part data"))?;
             let mut own = Hasher::new();
-            let len = ingest(body, n, max, self.inner.cfg.ingest_buffer, |buf, _| {
+            let mut buf = vec![0u8; self.inner.cfg.ingest_buffer.max(MIN_BUFFER)];
+            let len = ingest(body, n, max, &mut buf, 0, |buf, _| {
                 own.update(buf);
                 layout.fault_io(Op::Write, "part data")?;
                 file.write_all(buf)
@@ -242,10 +243,21 @@ impl Engine {
                 ),
                 None => (store::open_assembly(layout, &up.id)?, offset),
             };
-            let len = ingest(body, n, p.size, self.inner.cfg.ingest_buffer, |buf, at| {
+            // A first upload goes to the shared assembly: whole blocks with
+            // O_DIRECT into the part's allocated range (see `io::direct`).
+            let mut out = match &staged_path {
+                Some(_) => RangeWriter::buffered(&file),
+                None => RangeWriter::for_range(&layout.assembly(&up.id), &file, offset, p.size)
+                    .map_err(Error::io("part data"))?,
+            };
+            let mut buf = AlignedBuf::new(self.inner.cfg.ingest_buffer.max(MIN_BUFFER));
+            // The first buffer ends at a block boundary of the file, so that
+            // every later one starts at one.
+            let head = (DIRECT_ALIGN - (base % DIRECT_ALIGN as u64) as usize) % DIRECT_ALIGN;
+            let len = ingest(body, n, p.size, buf.as_mut_slice(), head, |buf, at| {
                 chain.update(buf);
                 layout.fault_io(Op::Write, "part data")?;
-                write_all_at(&file, buf, base + at)
+                out.write_at(buf, base + at)
             })?;
             check_min(n, len, Some(p.size).max(expected_len))?;
             let state_out = chain.midstate().map(|m| m.ctx());
@@ -361,21 +373,30 @@ fn check_min(n: u32, len: u64, min: Option<u64>) -> Result<()> {
     }
 }
 
-/// Reads `body` to its end in buffers of `buf_size`, handing each buffer and
-/// its offset to `sink`. More than `max` bytes is an error for part `n`.
+/// The smallest ingest buffer, whatever [`Config::ingest_buffer`](crate::Config) says.
+const MIN_BUFFER: usize = 64 * 1024;
+
+/// Reads `body` to its end, filling `buf` and handing each filled buffer and
+/// its offset to `sink`; the first buffer holds only `first` bytes when that
+/// is not 0. More than `max` bytes is an error for part `n`.
 fn ingest(
     mut body: impl Read,
     n: u32,
     max: u64,
-    buf_size: usize,
+    buf: &mut [u8],
+    first: usize,
     mut sink: impl FnMut(&[u8], u64) -> io::Result<()>,
 ) -> Result<u64> {
-    let mut buf = vec![0u8; buf_size.max(64 * 1024)];
     let mut total = 0u64;
+    let mut want = if first == 0 {
+        buf.len()
+    } else {
+        first.min(buf.len())
+    };
     loop {
         let mut filled = 0;
-        while filled < buf.len() {
-            match body.read(&mut buf[filled..]) {
+        while filled < want {
+            match body.read(&mut buf[filled..want]) {
                 Ok(0) => break,
                 Ok(k) => filled += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -390,5 +411,6 @@ fn ingest(
         }
         sink(&buf[..filled], total).map_err(Error::io("part data"))?;
         total += filled as u64;
+        want = buf.len();
     }
 }

@@ -129,6 +129,8 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String> {
     Ok(hex::encode(b))
 }
 
+mod direct;
 mod output;
 
-pub(crate) use output::{OutputWriter, WriteMode};
+pub(crate) use direct::{AlignedBuf, RangeWriter};
+pub(crate) use output::{DIRECT_ALIGN, OutputWriter, WriteMode};
