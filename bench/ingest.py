@@ -5,6 +5,7 @@ of `key=value` timings.
     ingest.py gen FILE SIZE                  deterministic bytes (seeded PRNG)
     ingest.py nginx URL FILE PART_SIZE CLIENTS
     ingest.py partseal chain|stream URL CREDENTIALS PLAN FILE CLIENTS
+    ingest.py inflight chain|stream URL CREDENTIALS PLAN FILE SERVER_PID
 
 nginx: PUT of every part to URL/part.NNNNN (WebDAV), then sync.
 partseal: KooDrive files/create (chain: every part with partOffset and
@@ -12,6 +13,12 @@ hashCtx from PLAN, the output of `partseal ctx`; stream: partNumber and
 partSize only), PUT of every part to its uploadUrl, files/complete with the
 whole file's sha256, then sync. Every leg ends with `sync` and includes it in
 its total, so that bytes nginx left in the page cache are paid for too.
+
+inflight: the server's memory with every part body in flight at once. One
+connection per part (64 for the 1 GiB file) sends its request head and the
+first half of its body; once all have, the server's VmRSS is read from
+/proc; then the rest is sent, every answer read and the upload completed.
+Prints the resident set then and the server's peak (VmHWM) after.
 """
 
 import json
@@ -93,7 +100,8 @@ def nginx(url, path, part_size, clients):
           f" total_s={upload + sync:.4f}")
 
 
-def partseal(mode, url, creds_path, plan_path, path, clients):
+def create_upload(mode, url, creds_path, plan_path, path):
+    """KooDrive files/create of the file; returns (call, plan, created)."""
     import requests
 
     with open(creds_path) as f:
@@ -135,11 +143,16 @@ def partseal(mode, url, creds_path, plan_path, path, clients):
             sys.exit(f"files/{name}: HTTP {r.status_code} {r.text[:500]}")
         return doc
 
-    t0 = time.monotonic()
     created = call("create", body)
-    t1 = time.monotonic()
     if created.get("rapidUpload"):
         sys.exit("files/create answered a flash upload: the store was not fresh")
+    return call, plan, created
+
+
+def partseal(mode, url, creds_path, plan_path, path, clients):
+    t0 = time.monotonic()
+    call, plan, created = create_upload(mode, url, creds_path, plan_path, path)
+    t1 = time.monotonic()
     offsets = {p["partNumber"]: p["partOffset"] for p in plan["parts"]}
     jobs = [(p["uploadUrl"], offsets[p["partNumber"]], p["partSize"]) for p in created["multiParts"]]
     upload = put_all(jobs, clients, path)
@@ -154,6 +167,74 @@ def partseal(mode, url, creds_path, plan_path, path, clients):
           f" sync_s={sync:.4f} total_s={t3 - t0 + sync:.4f}")
 
 
+def vm(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def inflight(mode, url, creds_path, plan_path, path, server_pid):
+    import socket
+    from urllib.parse import urlsplit
+
+    call, plan, created = create_upload(mode, url, creds_path, plan_path, path)
+    offsets = {p["partNumber"]: p["partOffset"] for p in plan["parts"]}
+    jobs = [(p["uploadUrl"], offsets[p["partNumber"]], p["partSize"]) for p in created["multiParts"]]
+    half_sent = threading.Barrier(len(jobs) + 1)
+    go_on = threading.Barrier(len(jobs) + 1)
+    errors = []
+    fd = os.open(path, os.O_RDONLY)
+
+    def worker(job):
+        u, off, size = job
+        parts = urlsplit(u)
+        data = os.pread(fd, size, off)
+        try:
+            with socket.create_connection((parts.hostname, parts.port)) as c:
+                target = parts.path + ("?" + parts.query if parts.query else "")
+                head = (f"PUT {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                        f"Content-Length: {size}\r\nContent-Type: application/octet-stream\r\n"
+                        "Connection: close\r\n\r\n")
+                c.sendall(head.encode())
+                c.sendall(data[: size // 2])
+                half_sent.wait()
+                go_on.wait()
+                c.sendall(data[size // 2:])
+                answer = b""
+                while chunk := c.recv(65536):
+                    answer += chunk
+            status = answer.split(b" ", 2)[1] if answer.startswith(b"HTTP/1.1 ") else b"?"
+            if status != b"200":
+                errors.append(f"PUT {parts.path}: {answer[:300]!r}")
+        except Exception as e:  # noqa: BLE001 - reported, then the leg fails
+            errors.append(f"PUT {parts.path}: {e}")
+            half_sent.abort()
+            go_on.abort()
+
+    threads = [threading.Thread(target=worker, args=(j,)) for j in jobs]
+    for t in threads:
+        t.start()
+    try:
+        half_sent.wait()
+        # Let the server drain what the sockets buffered.
+        time.sleep(1.0)
+        rss = vm(server_pid, "VmRSS")
+        go_on.wait()
+    except threading.BrokenBarrierError:
+        rss = 0
+    for t in threads:
+        t.join()
+    os.close(fd)
+    if errors:
+        sys.exit("\n".join(errors[:5]))
+    done = call("complete", {"fileId": created["fileId"], "sha256": plan["sha256"]})
+    if done.get("sha256") != plan["sha256"]:
+        sys.exit(f"files/complete answered {done}, expected sha256 {plan['sha256']}")
+    print(f"leg=inflight-{mode} bodies={len(jobs)} rss_inflight_kib={rss} hwm_kib={vm(server_pid, 'VmHWM')}")
+
+
 def main(argv):
     cmd = argv[1]
     if cmd == "gen":
@@ -162,6 +243,8 @@ def main(argv):
         nginx(argv[2], argv[3], int(argv[4]), int(argv[5]))
     elif cmd == "partseal":
         partseal(argv[2], argv[3], argv[4], argv[5], argv[6], int(argv[7]))
+    elif cmd == "inflight":
+        inflight(argv[2], argv[3], argv[4], argv[5], argv[6], int(argv[7]))
     else:
         sys.exit(f"unknown command {cmd!r}")
 

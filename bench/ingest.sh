@@ -24,7 +24,9 @@
 # else) between runs; BENCH_DROP_CACHES=1 (root only) drops the page cache
 # before every leg and reads the test file back in; BENCH_PERF=FILE records
 # the server with `perf record -g` during the first chain leg;
-# GARAGE_BIN is where a Garage leg would go (not implemented: skipped).
+# GARAGE_BIN is where a Garage leg would go (not implemented: skipped);
+# BENCH_PERF_LEG=stream profiles the stream leg instead; BENCH_INFLIGHT=0
+# skips the memory legs (64 part bodies in flight at once, chain and stream).
 set -euo pipefail
 rounds=${ROUNDS:-3}
 clients=${CLIENTS:-4}
@@ -200,7 +202,7 @@ run_partseal() {
   done
   port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out" | head -n 1)
   [ -n "$port" ] || { echo "no port in the server's banner:" >&2; cat "$out" >&2; exit 1; }
-  if [ -n "$perf_out" ] && [ "$mode" = chain ] && [ "$round" = 1 ]; then
+  if [ -n "$perf_out" ] && [ "$mode" = "${BENCH_PERF_LEG:-chain}" ] && [ "$round" = 1 ]; then
     perf record -q -e cpu-clock -g -o "$perf_out" -p "$pid" 2> /dev/null &
     perf_pid=$!
     pids+=("$perf_pid")
@@ -215,6 +217,28 @@ run_partseal() {
   echo "round=$round $line rss_kib=$rss cpu_s=$(awk "BEGIN { print $cpu / $hz }")" | tee -a "$results" >&2
 }
 
+# Memory with every part body in flight at once (64 connections, each half
+# sent, held while the server's VmRSS is read).
+run_inflight() {
+  local mode=$1 data="$dir/leg/partseal" out pid port line
+  mkdir -p "$data"
+  out="$dir/leg/server.out"
+  "$server" --data "$data" --listen 127.0.0.1:0 > "$out" 2> "$dir/leg/server.err" &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 500); do
+    grep -q "listening on" "$out" && break
+    kill -0 "$pid" 2> /dev/null || { echo "partseal-server exited:" >&2; cat "$dir/leg/server.err" >&2; exit 1; }
+    sleep 0.02
+  done
+  port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out" | head -n 1)
+  line=$("$py" "$client" inflight "$mode" "http://127.0.0.1:$port" "$data/credentials.json" \
+    "$dir/plan.json" "$dir/file.bin" "$pid")
+  stop "$pid" TERM
+  echo "$line" >&2
+  inflight_lines+=("$line")
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "uptime before: $(uptime)" >&2
 for r in $(seq "$rounds"); do
@@ -223,6 +247,11 @@ for r in $(seq "$rounds"); do
   settle; run_partseal "$r" chain
   settle; run_partseal "$r" stream
 done
+inflight_lines=()
+if [ "${BENCH_INFLIGHT:-1}" = 1 ]; then
+  settle; run_inflight chain
+  settle; run_inflight stream
+fi
 rm -rf "$dir/leg"
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "uptime after: $(uptime)" >&2
@@ -262,6 +291,15 @@ for leg, target in (("chain", 0.8), ("stream", 0.7)):
     print(f"{leg}/nginx: {ratio:.2f}x (per round {', '.join(f'{x:.2f}' for x in per_round)})"
           f"   [target >= {target}x: {'met' if ratio >= target else 'MISSED'}]")
 PY
+for line in "${inflight_lines[@]+"${inflight_lines[@]}"}"; do
+  "$py" - "$line" <<'PY'
+import sys
+kv = dict(x.split("=", 1) for x in sys.argv[1].split())
+rss, hwm = int(kv["rss_inflight_kib"]) / 1024, int(kv["hwm_kib"]) / 1024
+print(f"{kv['leg']}: {kv['bodies']} part bodies of 16 MiB in flight at once: server RSS {rss:.1f} MiB"
+      f" then, peak {hwm:.1f} MiB   [target <= 128 MiB: {'met' if max(rss, hwm) <= 128 else 'MISSED'}]")
+PY
+done
 if [ -n "${GARAGE_BIN:-}" ]; then
   echo "Garage: skipped: GARAGE_BIN is set, but this script has no Garage leg yet"
 else

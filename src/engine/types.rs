@@ -27,7 +27,9 @@ pub struct Config {
     /// Hash contiguous prefixes of stream-mode uploads in the background as
     /// parts arrive, so that complete only hashes what came last.
     pub eager_hashing: bool,
-    /// Bytes read from a part body at a time (default 1 MiB).
+    /// Bytes read from a part body at a time (default 512 KiB, at least
+    /// 64 KiB): one buffer per part being received, so 64 parts in flight
+    /// hold 32 MiB. Chain-mode parts are written from it with `O_DIRECT`.
     pub ingest_buffer: usize,
     /// Open uploads without activity (create, plan, part, complete attempt)
     /// for this long are aborted by
@@ -52,7 +54,7 @@ impl Default for Config {
             merge_window: pipeline.window,
             merge_depth: pipeline.depth,
             eager_hashing: true,
-            ingest_buffer: 1 << 20,
+            ingest_buffer: 512 << 10,
             upload_ttl: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
             unload_after: std::time::Duration::from_secs(300),
             #[cfg(feature = "fault-injection")]
