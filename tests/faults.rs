@@ -54,13 +54,34 @@ struct Outcome {
 
 /// One upload's life: create, put every part, verify. Stops at the first
 /// error, which must be a clean I/O error naming a role.
-fn scenario(engine: &Engine, chain: bool, seed: u64) -> (Option<Outcome>, Option<Error>) {
+/// How an upload's parts are declared.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// No plan: each part a file of its own, merged at complete.
+    Stream,
+    /// A plan of sizes without midstates: parts land at their places in the
+    /// assembly, hashed in order at complete.
+    Placed,
+    /// A plan with offsets and midstates.
+    Chain,
+}
+
+/// A plan of sizes only, as a KooDrive client without hashCtx sends it.
+fn sized_plan(parts: &[&[u8]]) -> Vec<partseal::PartPlan> {
+    parts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| partseal::PartPlan::new(i as u64 + 1, p.len() as u64, None, None).unwrap())
+        .collect()
+}
+
+fn scenario(engine: &Engine, kind: Kind, seed: u64) -> (Option<Outcome>, Option<Error>) {
     let bytes = data(5 * 4096 - 100, seed);
     let parts = split(&bytes, 4096, false);
-    let spec = FileSpec::default().with_plan(if chain {
-        chain_plan(&parts)
-    } else {
-        Vec::new()
+    let spec = FileSpec::default().with_plan(match kind {
+        Kind::Chain => chain_plan(&parts),
+        Kind::Placed => sized_plan(&parts),
+        Kind::Stream => Vec::new(),
     });
     let id = match engine.create(&owner(), spec) {
         Ok(id) => id,
@@ -154,7 +175,7 @@ fn every_fault_is_clean_and_retry_succeeds() {
     let mut injected = 0;
     for op in [Op::Write, Op::Fsync, Op::Rename, Op::DirFsync] {
         for errno in [libc::ENOSPC, libc::EIO] {
-            for chain in [false, true] {
+            for kind in [Kind::Stream, Kind::Placed, Kind::Chain] {
                 for target in 0.. {
                     let dir = tempfile::tempdir().unwrap();
                     let inj = Arc::new(Injector {
@@ -170,7 +191,7 @@ fn every_fault_is_clean_and_retry_succeeds() {
                     cfg.eager_hashing = false;
                     let (engine, out, err) = match Engine::open(dir.path(), cfg) {
                         Ok(engine) => {
-                            let (out, err) = scenario(&engine, chain, target as u64);
+                            let (out, err) = scenario(&engine, kind, target as u64);
                             (engine, out, err)
                         }
                         // The fault hit recovery at open: retried below.
@@ -185,7 +206,7 @@ fn every_fault_is_clean_and_retry_succeeds() {
                         break;
                     }
                     injected += 1;
-                    let ctx = format!("{op:?} #{target} errno {errno} chain {chain}");
+                    let ctx = format!("{op:?} #{target} errno {errno} {kind:?}");
                     match &err {
                         Some(Error::Io { source, .. }) => {
                             assert_eq!(source.raw_os_error(), Some(errno), "{ctx}");
@@ -213,7 +234,7 @@ fn every_fault_is_clean_and_retry_succeeds() {
                     if let Some(out) = &out {
                         check_and_finish(&engine, out);
                     }
-                    let (_, err) = scenario(&engine, chain, 99);
+                    let (_, err) = scenario(&engine, kind, 99);
                     assert!(err.is_none(), "{ctx}: after recovery: {err:?}");
                 }
             }

@@ -133,7 +133,13 @@ impl Engine {
                 }
                 res
             }
-            _ => self.put_stream_part(&up, n, max, min_len, existing, body),
+            _ => match (record.placed, &existing) {
+                // A first upload of a planned stream part goes to its place in
+                // the assembly, so that complete has nothing to merge; a
+                // replacement is a part file, settled at complete.
+                (Some(offset), None) => self.put_placed_part(&up, n, offset, max, min_len, body),
+                _ => self.put_stream_part(&up, n, max, min_len, existing, body),
+            },
         };
         // A long body is activity until its end.
         up.touch();
@@ -190,6 +196,54 @@ impl Engine {
             // The new record is durable; the old bytes are garbage now.
             let _ = fs::remove_file(parts_dir.join(old));
         }
+        {
+            let mut st = up.state();
+            st.checkpoints.truncate(n as usize - 1);
+            st.parts.insert(n, rec.clone());
+        }
+        self.kick_eager(up);
+        Ok(PartReceipt {
+            number: PartNumber::new(u64::from(n))?,
+            len: rec.len,
+            sha256: rec.sha256,
+            link: LinkCheck::NotApplicable,
+        })
+    }
+
+    /// A stream part written at `offset` in the assembly (its record has no
+    /// data file): hashed for its own SHA-256 as it streams in.
+    fn put_placed_part(
+        &self,
+        up: &Arc<Upload>,
+        n: u32,
+        offset: u64,
+        max: u64,
+        min_len: Option<u64>,
+        body: impl Read,
+    ) -> Result<PartReceipt> {
+        let layout = &self.inner.layout;
+        let file = store::open_assembly(layout, &up.id)?;
+        let mut out = RangeWriter::for_range(&layout.assembly(&up.id), &file, offset, max)
+            .map_err(Error::io("part data"))?;
+        let mut own = Hasher::new();
+        let mut buf = AlignedBuf::new(self.inner.cfg.ingest_buffer.max(MIN_BUFFER));
+        let head = (DIRECT_ALIGN - (offset % DIRECT_ALIGN as u64) as usize) % DIRECT_ALIGN;
+        let len = ingest(body, n, max, buf.as_mut_slice(), head, |buf, at| {
+            own.update(buf);
+            layout.fault_io(Op::Write, "part data")?;
+            out.write_at(buf, offset + at)
+        })?;
+        check_min(n, len, min_len)?;
+        layout.fault(Op::Fsync, "part data")?;
+        file.sync_data().map_err(Error::io("part data"))?;
+        let rec = PartRecord {
+            len,
+            sha256: own.finalize(),
+            data: None,
+            state_out: None,
+            digest_if_last: None,
+        };
+        store::save_part(layout, &up.id, n, &rec)?;
         {
             let mut st = up.state();
             st.checkpoints.truncate(n as usize - 1);
@@ -335,11 +389,17 @@ struct PartView {
     length: Option<u64>,
     sha256: Option<Sha256>,
     part_count: Option<u32>,
+    /// Stream mode: where the part goes in the assembly, when every part
+    /// before it is planned (see [`placed_offset`]).
+    placed: Option<u64>,
 }
 
 impl PartView {
     fn of(record: &UploadRecord, n: u32) -> PartView {
         PartView {
+            placed: (record.mode != Mode::Chain)
+                .then(|| placed_offset(record, n))
+                .flatten(),
             mode: record.mode,
             planned: record.plan.get(&n).copied(),
             next: record.plan.get(&(n + 1)).copied(),
@@ -350,6 +410,27 @@ impl PartView {
             part_count: record.part_count,
         }
     }
+}
+
+/// Where stream part `n` sits in the assembly: the sum of the planned sizes
+/// of parts 1 to `n - 1`, when all of them and `n` itself are planned.
+/// Planned entries never change, so neither does the offset. `None` for an
+/// unplanned part or a plan with a gap before it: such parts are files of
+/// their own and are merged at complete.
+pub(super) fn placed_offset(record: &UploadRecord, n: u32) -> Option<u64> {
+    if record.mode == Mode::Chain || !record.plan.contains_key(&n) {
+        return None;
+    }
+    let mut offset = 0u64;
+    let mut expect = 1u32;
+    for (k, p) in record.plan.range(..n) {
+        if *k != expect {
+            return None;
+        }
+        offset = offset.checked_add(p.size)?;
+        expect += 1;
+    }
+    (expect == n).then_some(offset)
 }
 
 /// A part upload counted in `unset_puts` while it runs, whichever way it ends.
