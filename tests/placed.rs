@@ -193,9 +193,9 @@ fn a_part_stored_before_its_plan_entry_must_match_it() {
     engine
         .plan_parts(&owner(), &id, &sized_plan(&parts))
         .unwrap();
-    for i in 1..parts.len() {
+    for (i, p) in parts.iter().enumerate().skip(1) {
         engine
-            .put_part(&owner(), &id, pn(i as u64 + 1), parts[i], None)
+            .put_part(&owner(), &id, pn(i as u64 + 1), *p, None)
             .unwrap();
     }
     let err = engine
