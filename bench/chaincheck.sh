@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The parallel chain check against the machine's SHA-256 limit: rounds
+# alternate `openssl speed -evp sha256 -bytes 1048576` (one core) and
+# `partseal verify --plan` of 1 GiB in 64 parts of 16 MiB (every core), and
+# print the check's speed as a share of the two-core limit, 2x openssl's
+# one-core speed measured in the same run.
+#
+#   bench/chaincheck.sh            ROUNDS=5 by default; BENCH_DIR keeps the file
+set -euo pipefail
+rounds=${ROUNDS:-5}
+here=$(cd "$(dirname "$0")/.." && pwd)
+cores=$(nproc)
+cargo build --release --quiet --manifest-path "$here/Cargo.toml" -p partseal --features cli --bin partseal
+partseal="$here/target/release/partseal"
+command -v openssl > /dev/null || { echo "openssl is missing" >&2; exit 2; }
+
+dir=${BENCH_DIR:-$(mktemp -d)}
+mkdir -p "$dir"
+[ -n "${BENCH_DIR:-}" ] || trap 'rm -rf "$dir"' EXIT
+size=$((1 << 30))
+if [ ! -f "$dir/file.bin" ] || [ "$(stat -c %s "$dir/file.bin")" -ne "$size" ]; then
+  echo "creating 1 GiB of random bytes in $dir..." >&2
+  head -c "$size" /dev/urandom > "$dir/file.bin"
+fi
+if [ "$(ls "$dir"/part.* 2> /dev/null | wc -l)" -ne 64 ] || [ "$dir/file.bin" -nt "$dir/plan.json" ]; then
+  rm -f "$dir"/part.*
+  split -b $((16 << 20)) -d -a 3 "$dir/file.bin" "$dir/part."
+  "$partseal" ctx --part-size $((16 << 20)) "$dir/file.bin" > "$dir/plan.json"
+fi
+# Written back and cached: the check is measured on the CPU, not the disk.
+sync
+cat "$dir"/part.* > /dev/null
+
+load_before=$(cut -d' ' -f1-3 /proc/loadavg)
+speeds=() checks=()
+for r in $(seq "$rounds"); do
+  # openssl prints k (1000-byte units) per second for the 1 MiB block size.
+  k=$(openssl speed -evp sha256 -bytes 1048576 -seconds 2 2> /dev/null | awk '/^sha256/ { sub(/k$/, "", $2); print $2 }')
+  speeds+=("$k")
+  t0=$(date +%s.%N)
+  "$partseal" verify --plan "$dir/plan.json" "$dir"/part.* > /dev/null
+  t1=$(date +%s.%N)
+  checks+=("$(awk "BEGIN { print $t1 - $t0 }")")
+  echo "round $r: openssl one core ${k}k B/s, verify --plan ${checks[-1]} s" >&2
+done
+load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+python3 - "$size" "$cores" "$load_before" "$load_after" "${speeds[*]}" "${checks[*]}" <<'PY'
+import statistics, sys
+size, cores = int(sys.argv[1]), int(sys.argv[2])
+speeds = [float(x) * 1000 for x in sys.argv[5].split()]
+checks = [float(x) for x in sys.argv[6].split()]
+one = statistics.median(speeds)
+t = statistics.median(checks)
+limit = cores * one
+got = size / t
+print(f"load average before: {sys.argv[3]}, after: {sys.argv[4]}")
+print(f"openssl speed -evp sha256, one core: {one / 1e9:.3f} GB/s (median of {len(speeds)})")
+print(f"partseal verify --plan, 1 GiB in 64 parts: {t:.3f} s = {got / 1e9:.3f} GB/s (median)")
+share = got / limit
+print(f"share of the {cores}-core limit ({limit / 1e9:.3f} GB/s): {100 * share:.1f}%"
+      f"   [target >= 90%: {'met' if share >= 0.9 else 'MISSED'}]")
+PY
