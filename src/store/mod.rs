@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! ROOT/uploads/ID/upload.json       the upload record (owner, declared facts, plan)
-//! ROOT/uploads/ID/assembly          chain mode: the file being assembled, parts at their offsets
+//! ROOT/uploads/ID/assembly          the file being assembled, parts at their offsets (chain
+//!                                   mode, and stream parts whose place the plan gives)
 //! ROOT/uploads/ID/parts/N.json      part N's record; its existence acknowledges the part
-//! ROOT/uploads/ID/parts/N.R.data    part N's bytes (stream mode; chain mode while replacing)
+//! ROOT/uploads/ID/parts/N.R.data    part N's bytes (stream parts without a planned place;
+//!                                   replacements until they are settled into the assembly)
 //! ROOT/files/ID/data                a committed file
 //! ROOT/files/ID/meta.json           its record (owner, length, digests)
 //! ROOT/tmp/                         work in progress; emptied at open

@@ -64,8 +64,10 @@ pub(crate) struct PartRecord {
     /// the SHA-256 of the file through the part's end (see
     /// [`PartReceipt::sha256`](crate::PartReceipt::sha256)).
     pub sha256: Sha256,
-    /// File (in `parts/`) holding the bytes; in chain mode only while a
-    /// replacement is being copied into the assembly.
+    /// File (in `parts/`) holding the bytes; `None` for a part at its place
+    /// in the assembly (chain mode, or a stream part whose place the plan
+    /// gives: the sum of the planned sizes before it). A replacement is a
+    /// file until it is settled into the assembly.
     pub data: Option<String>,
     /// Chain mode: the state after the part, when it is whole blocks.
     pub state_out: Option<HashCtx>,
