@@ -1,7 +1,9 @@
 //! Ingest of one 16 MiB part: `Engine::put_part` (the body hashed while it
-//! is written, fsynced, its record made durable) in stream mode and in chain
-//! mode (where the part's link is also checked), against a plain write +
-//! fsync of the same bytes to a new file.
+//! is written, fsynced, its record made durable) in stream mode (a file of
+//! its own), in chain mode (one hash pass that checks the link and gives the
+//! fingerprint; written with `O_DIRECT` into the assembly) and as a planned
+//! stream part (its own SHA-256; `O_DIRECT` into the assembly), against a
+//! plain write + fsync of the same bytes to a new file.
 
 use std::fs::{self, OpenOptions};
 use std::hint::black_box;
@@ -88,6 +90,36 @@ fn ingest(c: &mut Criterion) {
                     engine: &engine,
                     owner: &owner,
                     id: engine.create(&owner, spec).expect("create"),
+                }
+            },
+            |up| {
+                let r = engine
+                    .put_part(
+                        &owner,
+                        &up.id,
+                        PartNumber::MIN,
+                        &bytes[..],
+                        Some(PART as u64),
+                    )
+                    .unwrap();
+                black_box(r);
+                up
+            },
+            BatchSize::PerIteration,
+        )
+    });
+    g.bench_function("put_part_placed", |b| {
+        b.iter_batched(
+            || {
+                // A plan of sizes only: the part goes to its place in the
+                // assembly (O_DIRECT), hashed for its own SHA-256.
+                let plan = vec![PartPlan::new(1, PART as u64, None, None).expect("plan")];
+                Upload {
+                    engine: &engine,
+                    owner: &owner,
+                    id: engine
+                        .create(&owner, FileSpec::default().with_plan(plan))
+                        .expect("create"),
                 }
             },
             |up| {
