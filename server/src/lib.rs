@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod serve;
 mod signed_url;
 pub mod sweep;
+pub mod ui;
 pub mod upload;
 
 use std::io;
@@ -151,6 +152,7 @@ pub fn app(state: State) -> Router {
         .merge(upload::routes())
         .merge(download::routes())
         .merge(openapi::routes())
+        .merge(ui::routes(state.settings.ui))
         .with_state(state)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(
