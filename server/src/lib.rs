@@ -142,8 +142,8 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The whole application: both APIs, upload and download URLs and the
-/// OpenAPI document.
+/// The whole application: both APIs, upload and download URLs, the
+/// OpenAPI document and (unless `settings.ui` is off) the upload page.
 pub fn app(state: State) -> Router {
     let body_timeout = state.settings.body_timeout;
     Router::new()
