@@ -468,6 +468,13 @@ async fn upload_page_shows_why_a_wrong_token_is_refused() {
     );
     assert_eq!(out["state"], "failed", "{out}");
     assert_eq!(out["title"], "Upload failed", "{out}");
+    // What was typed is kept for this tab only.
+    assert_eq!(
+        out["session_storage"],
+        json!({"user": creds.users[0].id, "token": "not-the-token-0123456789"}),
+        "{out}"
+    );
+    assert_eq!(out["local_storage_keys"], 0, "{out}");
     assert_eq!(out["sha256"], Value::Null, "{out}");
     let message = out["message"].as_str().unwrap();
     // The server's own words and code, and which step they answer.
@@ -611,4 +618,72 @@ async fn upload_page_names_a_refused_part_and_does_not_retry_it() {
         "{message}"
     );
     assert_eq!(out["sha256"], Value::Null, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_page_corrects_its_date_for_a_skewed_clock() {
+    let Some(python) = browser_python("upload_page_corrects_its_date_for_a_skewed_clock") else {
+        return;
+    };
+    let server = Server::start();
+    let creds = server.credentials();
+    let bytes = random_bytes(3 * MIB + 1);
+    let file = server.dir.path().join("skewed.bin");
+    std::fs::write(&file, &bytes).unwrap();
+    // An hour behind: far outside the 15 min X-Date window, so only a date
+    // corrected by the server's `Date` gets through.
+    let out = run_browser(
+        &python,
+        &server,
+        json!({
+            "mode": "upload",
+            "url": format!("{}/ui/", server.url),
+            "user": creds.users[0].id,
+            "token": creds.users[0].token,
+            "file": file,
+            "faults": {"clockOffsetSecs": -3600},
+        }),
+    );
+    assert_eq!(
+        out["state"],
+        "verified",
+        "{out}\nserver log:\n{}",
+        server.log()
+    );
+    assert_eq!(out["sha256"], sha_hex(&bytes), "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_page_refuses_a_part_size_that_is_not_whole_blocks() {
+    let Some(python) = browser_python("upload_page_refuses_a_part_size_that_is_not_whole_blocks")
+    else {
+        return;
+    };
+    let server = Server::start();
+    let file = server.dir.path().join("any.bin");
+    std::fs::write(&file, random_bytes(1000)).unwrap();
+    let bad = ["1000", "0", "8 MiB", "-64", "8388609"];
+    let out = run_browser(
+        &python,
+        &server,
+        json!({
+            "mode": "part-size",
+            "url": format!("{}/ui/", server.url),
+            "file": file,
+            "partSizes": bad,
+        }),
+    );
+    let results = out["results"].as_array().expect("results");
+    assert_eq!(results.len(), bad.len(), "{out}");
+    for (bad, got) in bad.iter().zip(results) {
+        // Nothing started; the field and the form say why.
+        assert_eq!(got["state"], "idle", "{bad}: {got}");
+        assert_eq!(got["invalid"], "true", "{bad}: {got}");
+        let error = got["error"].as_str().unwrap();
+        assert!(
+            error.starts_with("The part size must be") && error.contains("8388608"),
+            "{bad}: {error}"
+        );
+        assert_eq!(got["hint"], got["error"], "{bad}: {got}");
+    }
 }

@@ -13,8 +13,12 @@ object on stdout (diagnostics go to stderr):
   With "faults", the page's part uploads are tampered with before the
   click, as a bad network would: {"networkErrorOnce": N} sends the first
   PUT of part N nowhere (a network error), {"corrupt": N} rotates the bytes
-  of every PUT of part N by one; the answer's "faults" then says which
-  requests were tampered with.
+  of every PUT of part N by one, {"clockOffsetSecs": S} puts the page's
+  clock S seconds off; the answer's "faults" then says which requests were
+  tampered with. "partSize" is typed into the part size field first.
+- "part-size": choose "file", and for each of "partSizes" type it into the
+  part size field and press Upload; answers, for each, the field's hint,
+  the form's error and the result's data-state.
 - "midstates": load the page, choose "file", and run the page's own hash
   worker on prefixes of it: for each of "cases" ({"length", "partSize"})
   the parts it announces (number, offset, size, hashCtx) and the SHA-256.
@@ -109,6 +113,10 @@ FAULTS_JS = """
 const faults = arguments[0];
 const done = { failed: [], corrupted: [] };
 window.partsealFaults = done;
+if (faults.clockOffsetSecs) {
+  const now = Date.now;
+  Date.now = () => now() + faults.clockOffsetSecs * 1000;
+}
 const open = XMLHttpRequest.prototype.open;
 const send = XMLHttpRequest.prototype.send;
 XMLHttpRequest.prototype.open = function (method, url, ...rest) {
@@ -141,6 +149,8 @@ def upload(driver, job):
     token.clear()
     token.send_keys(job["token"])
     driver.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(job["file"])
+    if "partSize" in job:
+        set_part_size(driver, job["partSize"])
     result = driver.find_element(By.ID, "result")
     assert result.get_attribute("data-state") == "idle", result.get_attribute("data-state")
     started = time.monotonic()
@@ -168,6 +178,10 @@ def upload(driver, job):
         "severe_logs": severe_logs(driver),
         "seconds": secs,
         "faults": driver.execute_script("return window.partsealFaults || null"),
+        "session_storage": driver.execute_script(
+            "return {user: sessionStorage.getItem('partseal.user'),"
+            " token: sessionStorage.getItem('partseal.token')}"),
+        "local_storage_keys": driver.execute_script("return localStorage.length"),
     }
     shots = job.get("screenshots")
     if shots:
@@ -175,6 +189,32 @@ def upload(driver, job):
         screenshot(driver, os.path.join(shots, f"ui-{state}.png"), 1280, 800, False, False)
         screenshot(driver, os.path.join(shots, f"ui-{state}-phone.png"), 390, 844, True, True)
     return out
+
+
+def set_part_size(driver, value):
+    field = driver.find_element(By.ID, "part-size")
+    field.clear()
+    field.send_keys(str(value))
+
+
+def part_size(driver, job):
+    open_page(driver, job["url"])
+    driver.find_element(By.CSS_SELECTOR, "input[name=user]").send_keys("someone")
+    driver.find_element(By.CSS_SELECTOR, "input[name=token]").send_keys("some-token-0123456789")
+    driver.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(job["file"])
+    error = driver.find_element(By.ID, "form-error")
+    out = []
+    for value in job["partSizes"]:
+        set_part_size(driver, value)
+        driver.find_element(By.CSS_SELECTOR, "[data-action=upload]").click()
+        WebDriverWait(driver, 10).until(lambda _: error.is_displayed())
+        out.append({
+            "hint": driver.find_element(By.ID, "part-size-hint").text,
+            "error": error.text,
+            "invalid": driver.find_element(By.ID, "part-size").get_attribute("aria-invalid"),
+            "state": driver.find_element(By.ID, "result").get_attribute("data-state"),
+        })
+    return {"results": out}
 
 
 MIDSTATES_JS = """
@@ -223,7 +263,8 @@ def main():
     driver = None
     try:
         driver = browser(profile)
-        out = {"upload": upload, "midstates": midstates}[job["mode"]](driver, job)
+        modes = {"upload": upload, "midstates": midstates, "part-size": part_size}
+        out = modes[job["mode"]](driver, job)
     finally:
         if driver is not None:
             driver.quit()
