@@ -1,7 +1,7 @@
 // The upload page: signs in with a KooDrive user id and token (kept in
-// sessionStorage), hashes the chosen file in a worker and uploads it through
-// the KooDrive API of the server that served this page, in the parallel
-// chain mode:
+// sessionStorage), hashes a file in a worker from the moment it is chosen,
+// and uploads it through the KooDrive API of the server that served this
+// page, in the parallel chain mode:
 //
 //   files/create                 with part 1 (its hashCtx is the initial value)
 //   files/multipart/uploadUrl    each further part with partOffset and hashCtx,
@@ -104,8 +104,18 @@ function describeForm() {
   }
 }
 
-partSizeInput.addEventListener("input", describeForm);
-fileInput.addEventListener("change", describeForm);
+partSizeInput.addEventListener("input", () => {
+  describeForm();
+  clearTimeout(rehash);
+  // A size being typed is hashed once the typing pauses; a bad one stops
+  // the hash at once.
+  if (partSizeOf(partSizeInput.value).error) startHash();
+  else rehash = setTimeout(startHash, 300);
+});
+fileInput.addEventListener("change", () => {
+  describeForm();
+  startHash();
+});
 
 function formError(msg) {
   const el = $("#form-error");
@@ -239,21 +249,115 @@ async function api(path, body, creds, what) {
   }
 }
 
+// ---- hashing ---------------------------------------------------------------
+
+/**
+ * The hash of one file in parts of one size, run by the worker as soon as
+ * the file is chosen. Its messages are kept, so an upload started later
+ * catches up on them, and passed on to `sink` (the upload) once there is one.
+ */
+class Hash {
+  constructor(file, partSize) {
+    this.file = file;
+    this.partSize = partSize;
+    this.parts = [];
+    this.hashed = 0;
+    this.sha256 = null;
+    this.error = null;
+    this.sink = null;
+    this.worker = new Worker("hash-worker.js");
+    this.worker.onmessage = (e) => this.on(e.data);
+    this.worker.onerror = (e) => this.on({ type: "error", message: e.message || "the worker failed" });
+    this.worker.postMessage({ file, partSize });
+  }
+
+  on(m) {
+    if (this.worker === null) return; // stopped
+    if (m.type === "part") this.parts.push(m);
+    else if (m.type === "progress") this.hashed = m.hashed;
+    else if (m.type === "done") {
+      this.hashed = m.length;
+      this.sha256 = m.sha256;
+      this.stop();
+    } else if (m.type === "error") {
+      this.error = m.message;
+      this.stop();
+    }
+    if (this.sink) this.sink(m);
+    else showHash(this);
+  }
+
+  stop() {
+    if (this.worker) this.worker.terminate();
+    this.worker = null;
+  }
+
+  /** Whether it is (or will be) the whole hash of `file` in `partSize` parts. */
+  serves(file, partSize) {
+    return this.file === file && this.partSize === partSize && this.error === null &&
+      (this.worker !== null || this.sha256 !== null);
+  }
+}
+
+let hash = null;
+let rehash = null;
+let uploading = false;
+
+/** Hashes the chosen file at once, before Upload is pressed. */
+function startHash() {
+  if (uploading) return;
+  const file = fileInput.files[0];
+  const size = partSizeOf(partSizeInput.value);
+  if (hash && file && !size.error && hash.serves(file, size.value)) return;
+  if (hash) hash.stop();
+  hash = null;
+  $("#parts").replaceChildren();
+  if (!file || size.error) {
+    $("#progress").hidden = true;
+    show("idle", "Nothing uploaded yet.");
+    return;
+  }
+  hash = new Hash(file, size.value);
+  $("#upload-bar").value = 0;
+  $("#upload-text").textContent = `0 B of ${bytes(file.size)}`;
+  $("#rate-text").textContent = "Press Upload to send it.";
+  $("#parts-text").textContent = "";
+  $("#progress").hidden = false;
+  showHash(hash);
+}
+
+/** The hash bar. */
+function drawHash(h) {
+  const total = h.file.size;
+  $("#hash-bar").value = total === 0 ? (h.sha256 ? 1 : 0) : h.hashed / total;
+  $("#hash-text").textContent = `${bytes(h.hashed)} of ${bytes(total)}`;
+}
+
+/** The hash bar and the result line, while no upload is running. */
+function showHash(h) {
+  const total = h.file.size;
+  drawHash(h);
+  if (h.error) show("failed", "Hashing failed", h.error);
+  else if (h.sha256) show("idle", "Hashed, ready to upload.", `SHA-256 ${h.sha256}`);
+  else show("hashing", "Hashing…", `${h.file.name} · ${bytes(total)}`);
+}
+
 // ---- one upload -----------------------------------------------------------
 
 class Upload {
-  constructor(file, partSize, creds) {
-    this.file = file;
+  constructor(hash, creds) {
+    this.hash = hash;
+    this.file = hash.file;
+    const partSize = hash.partSize;
     this.partSize = partSize;
     this.creds = creds;
-    this.total = file.size;
+    this.total = this.file.size;
     this.count = Math.max(1, Math.ceil(this.total / partSize));
     this.parts = new Map(); // number -> part
     this.toRegister = [];
     this.registering = false;
     this.fileId = null;
     this.sha256 = null;
-    this.hashed = 0;
     this.inFlight = new Set();
     this.stored = 0; // bytes of parts stored
     this.storedParts = 0;
@@ -267,10 +371,13 @@ class Upload {
     return new Promise((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
-      this.worker = new Worker("hash-worker.js");
-      this.worker.onmessage = (e) => this.onWorker(e.data);
-      this.worker.onerror = (e) => this.fail(new Error(`The hash worker failed: ${e.message || "unknown error"}`));
-      this.worker.postMessage({ file: this.file, partSize: this.partSize });
+      // What the hash found before Upload was pressed, then the rest as
+      // it comes.
+      const h = this.hash;
+      h.sink = (m) => this.onWorker(m);
+      for (const p of h.parts) this.onWorker(p);
+      if (h.sha256 !== null) this.onWorker({ type: "done", sha256: h.sha256, length: h.hashed });
+      if (h.error !== null) this.onWorker({ type: "error", message: h.error });
     });
   }
 
@@ -286,12 +393,9 @@ class Upload {
         this.register();
       }
     } else if (m.type === "progress") {
-      this.hashed = m.hashed;
       this.render();
     } else if (m.type === "done") {
-      this.hashed = m.length;
       this.sha256 = m.sha256;
-      this.worker.terminate();
       this.render();
       this.maybeComplete();
     } else if (m.type === "error") {
@@ -475,7 +579,7 @@ class Upload {
   fail(e) {
     if (this.failed) return;
     this.failed = true;
-    if (this.worker) this.worker.terminate();
+    this.hash.stop();
     for (const p of this.inFlight) if (p.xhr) p.xhr.abort();
     // The upload cannot go on from this page: let the server drop its parts.
     if (this.fileId !== null) {
@@ -498,8 +602,7 @@ class Upload {
 
   draw() {
     const total = this.total;
-    $("#hash-bar").value = total === 0 ? (this.sha256 ? 1 : 0) : this.hashed / total;
-    $("#hash-text").textContent = `${bytes(this.hashed)} of ${bytes(total)}`;
+    drawHash(this.hash);
     let sent = this.stored;
     for (const p of this.inFlight) sent += p.loaded;
     $("#upload-bar").value = total === 0 ? (this.storedParts ? 1 : 0) : sent / total;
@@ -563,17 +666,30 @@ form.addEventListener("submit", async (e) => {
   sessionStorage.setItem(STORE.user, creds.user);
   sessionStorage.setItem(STORE.token, creds.token);
 
+  // The hash under way since the file was chosen, or a new one.
+  if (!hash || !hash.serves(file, size.value)) {
+    if (hash) hash.stop();
+    hash = new Hash(file, size.value);
+  }
+  const h = hash;
+  uploading = true;
   setBusy(true);
   $("#parts").replaceChildren();
   $("#progress").hidden = false;
-  show("hashing", "Hashing…", `${file.name} · ${bytes(file.size)}`);
+  if (h.sha256 === null) show("hashing", "Hashing…", `${file.name} · ${bytes(file.size)}`);
+  else show("uploading", "Uploading…", "Parts are checked by the server as they arrive.");
+  h.sink = () => {}; // the upload takes over from here
   $("#progress").scrollIntoView({ block: "start" });
   try {
     await syncClock();
-    await new Upload(file, size.value, creds).run();
+    await new Upload(h, creds).run();
   } catch (err) {
     show("failed", "Upload failed", err.message);
   } finally {
+    h.sink = null;
+    // A hash cut short is of no use to the next upload.
+    if (!h.serves(file, size.value)) hash = null;
+    uploading = false;
     setBusy(false);
     result.scrollIntoView({ block: "nearest" });
   }
@@ -582,3 +698,5 @@ form.addEventListener("submit", async (e) => {
 loadCredentials();
 if (!partSizeInput.value) partSizeInput.value = String(DEFAULT_PART_SIZE);
 describeForm();
+// A file kept by the browser across a reload is hashed at once too.
+startHash();
