@@ -688,3 +688,43 @@ async fn upload_page_refuses_a_part_size_that_is_not_whole_blocks() {
         assert_eq!(got["hint"], got["error"], "{bad}: {got}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upload_page_verifies_an_empty_file_and_reports_parts_below_the_server_minimum() {
+    let Some(python) = browser_python(
+        "upload_page_verifies_an_empty_file_and_reports_parts_below_the_server_minimum",
+    ) else {
+        return;
+    };
+    let server = Server::start();
+    let creds = server.credentials();
+    let empty = server.dir.path().join("empty.bin");
+    std::fs::write(&empty, b"").unwrap();
+    let job = |file: &Path, part_size: usize| {
+        json!({
+            "mode": "upload",
+            "url": format!("{}/ui/", server.url),
+            "user": creds.users[0].id,
+            "token": creds.users[0].token,
+            "file": file,
+            "partSize": part_size,
+        })
+    };
+    // One empty part.
+    let out = run_browser(&python, &server, job(&empty, PART_SIZE));
+    assert_eq!(out["state"], "verified", "{out}");
+    assert_eq!(out["sha256"], sha_hex(b""), "{out}");
+
+    // 1 MiB parts, under the server's 5 MiB minimum: refused when part 2
+    // is registered (part 1 is then no longer the last), in the server's
+    // words.
+    let small = server.dir.path().join("small-parts.bin");
+    std::fs::write(&small, random_bytes(3 * MIB + 1)).unwrap();
+    let out = run_browser(&python, &server, job(&small, MIB));
+    assert_eq!(out["state"], "failed", "{out}");
+    let message = out["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Registering part") && message.contains("5242880"),
+        "{message}"
+    );
+}
