@@ -230,6 +230,41 @@ fn target_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// The page's order of calls, from the answer's trace: every part is
+/// registered before it is sent, part k only once part k+1 is registered
+/// (so the server checks its link on arrival), the last part whenever it
+/// is registered; and never more than four part PUTs at once.
+fn assert_registered_before_sent(out: &Value, parts: usize) {
+    let trace = &out["trace"];
+    let mut registered = std::collections::BTreeSet::new();
+    let mut sent = std::collections::BTreeSet::new();
+    for e in trace["events"].as_array().expect("trace events") {
+        if let Some(r) = e.get("registered") {
+            registered.extend(r.as_array().unwrap().iter().map(|n| n.as_u64().unwrap()));
+        } else {
+            let k = e["put"].as_u64().expect("a PUT event");
+            assert!(
+                registered.contains(&k),
+                "part {k} sent unregistered: {trace}"
+            );
+            let last = k == parts as u64;
+            assert!(
+                last || registered.contains(&(k + 1)),
+                "part {k} sent before part {} was registered: {trace}",
+                k + 1
+            );
+            sent.insert(k);
+        }
+    }
+    assert_eq!(
+        sent,
+        (1..=parts as u64).collect(),
+        "every part was sent: {trace}"
+    );
+    let most = trace["maxInFlight"].as_u64().unwrap();
+    assert!((1..=4).contains(&most), "{most} PUTs at once: {trace}");
+}
+
 /// A KooDrive call as the development user.
 async fn koo(server: &Server, creds: &Credentials, path: &str, body: Value) -> Value {
     let u = &creds.users[0];
@@ -422,6 +457,7 @@ async fn upload_page_verifies_a_file_and_the_server_holds_its_bytes() {
     }
     assert!(!seen.contains(&json!("failed")), "{out}");
     assert_eq!(out["severe_logs"], json!([]), "{out}");
+    assert_registered_before_sent(&out, len.div_ceil(PART_SIZE));
     assert!(target.join("ui-verified.png").is_file());
     assert!(target.join("ui-verified-phone.png").is_file());
 
@@ -574,6 +610,7 @@ async fn upload_page_retries_a_part_the_network_lost() {
         }),
     );
     assert_eq!(out["faults"]["failed"], json!([2]), "{out}");
+    assert_registered_before_sent(&out, 3);
     assert_eq!(
         out["state"],
         "verified",

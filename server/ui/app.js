@@ -363,8 +363,9 @@ class Upload {
     this.storedParts = 0;
     this.samples = [];
     this.failed = false;
-    this.started = performance.now();
     this.rendering = false;
+    this.next = 1; // the next part to send: parts become ready in order
+    this.rows = new Set(); // parts with a progress row
   }
 
   run() {
@@ -472,10 +473,13 @@ class Upload {
 
   schedule() {
     if (this.failed) return;
-    for (let n = 1; n <= this.count && this.inFlight.size < MAX_IN_FLIGHT; n++) {
-      const p = this.parts.get(n);
-      if (!p) break; // not hashed up to there yet
-      if (this.ready(p)) this.send(p);
+    // Part k is ready once k and k+1 are registered, and registration goes
+    // in order, so parts become ready in order too.
+    while (this.next <= this.count && this.inFlight.size < MAX_IN_FLIGHT) {
+      const p = this.parts.get(this.next);
+      if (!p || !this.ready(p)) break;
+      this.send(p);
+      this.next++;
     }
     this.render();
   }
@@ -622,10 +626,11 @@ class Upload {
 
     const list = $("#parts");
     const showing = new Set(this.failed || this.completing ? [] : this.inFlight);
-    for (const p of this.parts.values()) {
-      if (p.row && !showing.has(p)) {
+    for (const p of this.rows) {
+      if (!showing.has(p)) {
         p.row.remove();
         p.row = null;
+        this.rows.delete(p);
       }
     }
     for (const p of [...showing].sort((a, b) => a.partNumber - b.partNumber)) {
@@ -635,6 +640,7 @@ class Upload {
         const after = [...list.children].find((li) => Number(li.dataset.part) > p.partNumber);
         p.row.dataset.part = p.partNumber;
         list.insertBefore(p.row, after ?? null);
+        this.rows.add(p);
       }
       const [name, amount] = p.row.querySelectorAll("span");
       name.textContent = `Part ${p.partNumber}`;
@@ -666,7 +672,9 @@ form.addEventListener("submit", async (e) => {
   sessionStorage.setItem(STORE.user, creds.user);
   sessionStorage.setItem(STORE.token, creds.token);
 
-  // The hash under way since the file was chosen, or a new one.
+  // The hash under way since the file was chosen, or a new one; a rehash
+  // still due from typing must not replace this upload's result later.
+  clearTimeout(rehash);
   if (!hash || !hash.serves(file, size.value)) {
     if (hash) hash.stop();
     hash = new Hash(file, size.value);

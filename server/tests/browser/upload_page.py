@@ -15,7 +15,10 @@ object on stdout (diagnostics go to stderr):
   PUT of part N nowhere (a network error), {"corrupt": N} rotates the bytes
   of every PUT of part N by one, {"clockOffsetSecs": S} puts the page's
   clock S seconds off; the answer's "faults" then says which requests were
-  tampered with. "partSize" is typed into the part size field first.
+  tampered with. "partSize" is typed into the part size field first. The
+  answer's "trace" lists, in order, the parts each registration call
+  (files/create, files/multipart/uploadUrl) got URLs for and each part
+  PUT started, and the most PUTs that were in flight at once.
 - "part-size": choose "file", and for each of "partSizes" type it into the
   part size field and press Upload; answers, for each, the field's hint,
   the form's error and the result's data-state.
@@ -109,7 +112,7 @@ def screenshot(driver, path, width, height, mobile, whole):
     driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
-FAULTS_JS = """
+INSTRUMENT_JS = """
 const faults = arguments[0];
 const done = { failed: [], corrupted: [] };
 window.partsealFaults = done;
@@ -133,15 +136,33 @@ XMLHttpRequest.prototype.send = function (body) {
     done.corrupted.push(this.partNumber);
     body = new Blob([body.slice(1), body.slice(0, 1)]);
   }
+  if (this.partNumber !== null) {
+    trace.events.push({ put: this.partNumber });
+    trace.inFlight++;
+    trace.maxInFlight = Math.max(trace.maxInFlight, trace.inFlight);
+    this.addEventListener("loadend", () => trace.inFlight--);
+  }
   return send.call(this, body);
+};
+// Registrations, as their answers arrive (before the page sees them).
+const trace = { events: [], inFlight: 0, maxInFlight: 0 };
+window.partsealTrace = trace;
+const fetch0 = window.fetch;
+window.fetch = async (...args) => {
+  const resp = await fetch0(...args);
+  const url = String(args[0]);
+  if (/files\\/(create|multipart\\/uploadUrl)$/.test(url) && resp.ok) {
+    const v = await resp.clone().json();
+    if (v.code === 0) trace.events.push({ registered: (v.multiParts || []).map((p) => p.partNumber) });
+  }
+  return resp;
 };
 """
 
 
 def upload(driver, job):
     open_page(driver, job["url"])
-    if job.get("faults"):
-        driver.execute_script(FAULTS_JS, job["faults"])
+    driver.execute_script(INSTRUMENT_JS, job.get("faults", {}))
     user = driver.find_element(By.CSS_SELECTOR, "input[name=user]")
     token = driver.find_element(By.CSS_SELECTOR, "input[name=token]")
     user.clear()
@@ -179,7 +200,8 @@ def upload(driver, job):
         "text": result.text,
         "severe_logs": severe_logs(driver),
         "seconds": secs,
-        "faults": driver.execute_script("return window.partsealFaults || null"),
+        "faults": driver.execute_script("return window.partsealFaults"),
+        "trace": driver.execute_script("return window.partsealTrace"),
         "session_storage": driver.execute_script(
             "return {user: sessionStorage.getItem('partseal.user'),"
             " token: sessionStorage.getItem('partseal.token')}"),
