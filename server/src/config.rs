@@ -105,6 +105,9 @@ pub struct Args {
         value_parser = clap::value_parser!(u32).range(1..)
     )]
     pub max_parts_in_flight: u32,
+    /// Do not serve the browser upload page at /ui/.
+    #[arg(long, env = "PARTSEAL_NO_UI")]
+    pub no_ui: bool,
 }
 
 impl Args {
@@ -135,6 +138,7 @@ impl Args {
             date_window: Duration::from_secs(self.date_window_secs),
             url_ttl: Duration::from_secs(self.url_ttl_secs),
             max_parts_in_flight: self.max_parts_in_flight,
+            ui: !self.no_ui,
         }
     }
 
@@ -162,6 +166,8 @@ pub struct Settings {
     pub url_ttl: Duration,
     /// Most part bodies received at once.
     pub max_parts_in_flight: u32,
+    /// Whether the browser upload page is served at `/ui/`.
+    pub ui: bool,
 }
 
 /// One user of the server.

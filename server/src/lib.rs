@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod serve;
 mod signed_url;
 pub mod sweep;
+pub mod ui;
 pub mod upload;
 
 use std::io;
@@ -141,8 +142,8 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// The whole application: both APIs, upload and download URLs and the
-/// OpenAPI document.
+/// The whole application: both APIs, upload and download URLs, the
+/// OpenAPI document and (unless `settings.ui` is off) the upload page.
 pub fn app(state: State) -> Router {
     let body_timeout = state.settings.body_timeout;
     Router::new()
@@ -151,6 +152,7 @@ pub fn app(state: State) -> Router {
         .merge(upload::routes())
         .merge(download::routes())
         .merge(openapi::routes())
+        .merge(ui::routes(state.settings.ui))
         .with_state(state)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(

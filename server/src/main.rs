@@ -81,6 +81,10 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         UrlSigner::new(key),
         args.settings(public_url.clone()),
     ));
+    if !args.no_ui {
+        println!("partseal-server: upload page at {public_url}/ui/");
+    }
+    // The last line of the banner (scripts and tests wait for it).
     println!(
         "partseal-server: listening on {public_url}, store in {}",
         args.data.display()

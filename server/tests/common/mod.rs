@@ -99,6 +99,7 @@ impl TestServer {
             date_window,
             url_ttl: Duration::from_secs(3600),
             max_parts_in_flight: 64,
+            ui: true,
         };
         tweak(&mut config, &mut settings);
         let engine = Engine::open(dir.path(), config).unwrap();
