@@ -103,15 +103,16 @@ impl Engine {
                 self.verify_stream(&up, &record, expected.as_ref(), &data)?
             }
         };
-        let meta = FileRecord {
+        let mut meta = FileRecord {
             owner: record.owner.clone(),
             length: verified.length,
             sha256: verified.sha256,
             md5: verified.md5,
             parts: verified.parts,
             labels: record.labels.clone(),
+            commit_nonce: None,
         };
-        match staging.commit(id, &meta) {
+        match self.commit_with_event(staging, id, &mut meta) {
             Ok(()) => {}
             Err(CommitFailure::Before(e)) => return Err(e),
             Err(CommitFailure::After(e)) => {

@@ -78,8 +78,12 @@ impl Engine {
         let layout = &self.inner.layout;
         let staging = Staging::new(layout, &id)?;
         store::link_or_copy(layout, &layout.file_data(source), &staging.data_path())?;
-        let meta = FileRecord { labels, ..rec };
-        match staging.commit(&id, &meta) {
+        let mut meta = FileRecord {
+            labels,
+            commit_nonce: None,
+            ..rec
+        };
+        match self.commit_with_event(staging, &id, &mut meta) {
             Ok(()) => lock(&self.inner.committed).insert(&meta, &id),
             Err(CommitFailure::Before(e)) => return Err(e),
             Err(CommitFailure::After(e)) => {

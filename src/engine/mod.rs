@@ -21,6 +21,7 @@ use crate::store::{self, FileRecord, Layout, Mode, UploadRecord, load_json};
 mod chain_check;
 mod complete;
 mod eager;
+mod events;
 mod index;
 mod ingest;
 mod lifecycle;
@@ -28,6 +29,7 @@ mod state;
 mod stream;
 mod types;
 
+pub use events::CommitEvent;
 pub use lifecycle::{ExpiredUpload, FileReader, OpenUpload, SweepReport, UploadStatus};
 pub use types::{
     Committed, Completion, Config, FileSpec, LinkCheck, MAX_LABEL_LEN, MAX_LABELS, PartInfo,
@@ -51,6 +53,8 @@ struct Inner {
     uploads: Mutex<HashMap<FileId, Slot>>,
     committed: Mutex<ContentIndex>,
     aborted: Mutex<Tombstones>,
+    /// The commit events' outbox, when `cfg.commit_events`.
+    events: Option<events::Outbox>,
     /// Serialize loading (and expiring) unloaded uploads, striped by id.
     load_locks: Vec<Mutex<()>>,
     /// Declared before the lock: dropped (and joined) while the store is
@@ -95,6 +99,11 @@ impl Engine {
             .map(|id| (id, Slot::Unloaded))
             .collect();
         let committed = ContentIndex::load(&layout)?;
+        let events = if cfg.commit_events {
+            Some(events::Outbox::open(&layout)?)
+        } else {
+            None
+        };
         Ok(Engine {
             inner: Arc::new(Inner {
                 layout,
@@ -102,6 +111,7 @@ impl Engine {
                 uploads: Mutex::new(uploads),
                 committed: Mutex::new(committed),
                 aborted: Mutex::new(Tombstones::default()),
+                events,
                 load_locks: (0..64).map(|_| Mutex::new(())).collect(),
                 janitor: store::Janitor::start(),
                 _lock: lock,
@@ -305,6 +315,7 @@ impl Engine {
     pub fn delete(&self, owner: &Owner, id: &FileId) -> Result<()> {
         let rec = self.file_record(owner, id)?;
         let layout = &self.inner.layout;
+        self.note_delete(id, &rec)?;
         let grave = store::bury(layout, &layout.file_dir(id), &layout.files_dir())?;
         self.inner.janitor.remove(grave);
         lock(&self.inner.committed).remove(&rec, id);

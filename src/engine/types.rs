@@ -41,6 +41,11 @@ pub struct Config {
     /// and loaded again from their records on their next use. Default
     /// 5 minutes.
     pub unload_after: std::time::Duration,
+    /// Keep an outbox of commit events in the store (`ROOT/events/`), read
+    /// with [`Engine::commits_since`](crate::Engine::commits_since). Off by
+    /// default: once on, events are kept until acknowledged with
+    /// [`Engine::ack_commits`](crate::Engine::ack_commits).
+    pub commit_events: bool,
     /// Faults to inject into durable file operations; none by default.
     #[cfg(feature = "fault-injection")]
     pub faults: crate::faults::Faults,
@@ -57,6 +62,7 @@ impl Default for Config {
             ingest_buffer: 512 << 10,
             upload_ttl: Some(std::time::Duration::from_secs(7 * 24 * 3600)),
             unload_after: std::time::Duration::from_secs(300),
+            commit_events: false,
             #[cfg(feature = "fault-injection")]
             faults: crate::faults::Faults::none(),
         }

@@ -89,6 +89,11 @@ impl Layout {
         self.fsync_dir(&self.root)
     }
 
+    /// The store's root directory.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// `ROOT/uploads`.
     pub(crate) fn uploads_dir(&self) -> PathBuf {
         self.root.join("uploads")

@@ -92,6 +92,10 @@ pub(crate) struct FileRecord {
     /// Labels given when the upload was created.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// The nonce of the commit event that committed it (`events/log`),
+    /// when commit events are on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit_nonce: Option<String>,
 }
 
 mod md5_hex {
