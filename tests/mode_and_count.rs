@@ -1,4 +1,4 @@
-//! `Engine::open_upload_count` and `Engine::upload_mode`.
+//! `Engine::open_upload_count`, `Engine::upload_mode` and `Engine::root`.
 
 use partseal::{Config, Engine, FileSpec, Owner, PartNumber, PartPlan, UploadMode};
 
@@ -36,4 +36,11 @@ fn open_upload_count_and_mode_follow_the_lifecycle() {
     engine.abort(&alice, &chain).unwrap();
     assert_eq!(engine.upload_mode(&alice, &chain).unwrap(), None);
     assert_eq!(engine.open_upload_count(), 0);
+}
+
+#[test]
+fn root_is_the_directory_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(dir.path(), Config::default()).unwrap();
+    assert_eq!(engine.root(), dir.path());
 }

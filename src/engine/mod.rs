@@ -114,6 +114,11 @@ impl Engine {
         &self.inner.cfg
     }
 
+    /// The store's root directory, as given to [`Engine::open`].
+    pub fn root(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
     /// How many uploads are open (created, neither committed nor aborted nor
     /// expired), whether in memory or still on disk only. Takes one lock
     /// and reads no disk: cheap enough for every metrics scrape.
