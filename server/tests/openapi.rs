@@ -30,6 +30,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/download/{api}/{file_id}"),
     ("head", "/download/{api}/{file_id}"),
     ("get", "/openapi.json"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
 ];
 
 /// The keys of a path item that are operations.
