@@ -53,7 +53,10 @@ async fn start(ops: OpsOptions) -> TestServer {
 /// A scrape, parsed by a strict OpenMetrics parser: every sample by family
 /// name (counters without `_total`), sorted labels and value (a histogram's
 /// value is its count).
-struct Scrape(HashMap<String, Vec<(Vec<(String, String)>, f64)>>);
+/// Sorted label pairs of a sample, and its value.
+type Samples = Vec<(Vec<(String, String)>, f64)>;
+
+struct Scrape(HashMap<String, Samples>);
 
 impl Scrape {
     async fn of(s: &TestServer) -> Scrape {
@@ -67,7 +70,7 @@ impl Scrape {
         let text = resp.text().await.unwrap();
         let parsed = openmetrics_parser::openmetrics::parse_openmetrics(&text)
             .unwrap_or_else(|e| panic!("the scrape does not parse: {e:?}\n{text}"));
-        let mut by_name: HashMap<String, Vec<(Vec<(String, String)>, f64)>> = HashMap::new();
+        let mut by_name: HashMap<String, Samples> = HashMap::new();
         for (name, family) in &parsed.families {
             for sample in family.iter_samples() {
                 let set = sample.get_labelset().unwrap();

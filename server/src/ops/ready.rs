@@ -166,10 +166,13 @@ impl ReadinessCheck for FreeSpace {
     }
 }
 
+/// Named results of the checks.
+pub type Results = Vec<(&'static str, CheckResult)>;
+
 /// The backend checks and their cached results.
 pub struct Readiness {
     checks: Vec<Box<dyn ReadinessCheck>>,
-    cache: Mutex<Option<(Instant, Vec<(&'static str, CheckResult)>)>>,
+    cache: Mutex<Option<(Instant, Results)>>,
 }
 
 impl Readiness {
@@ -183,7 +186,7 @@ impl Readiness {
 
     /// The checks' results, from the cache when younger than [`CACHE_FOR`].
     /// Blocks on I/O: call it on the blocking pool.
-    pub fn results(&self) -> Vec<(&'static str, CheckResult)> {
+    pub fn results(&self) -> Results {
         let mut cache = self
             .cache
             .lock()

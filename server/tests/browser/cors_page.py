@@ -12,6 +12,7 @@ usage: cors_page.py PAGE_PORT SERVER_URL USER_ID TOKEN CHROMEDRIVER
 import http.server
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -102,6 +103,7 @@ def main():
     finally:
         driver.quit()
         httpd.shutdown()
+        shutil.rmtree(profile, ignore_errors=True)
 
 
 if __name__ == "__main__":
