@@ -528,3 +528,26 @@ async fn cors_answers_only_when_an_origin_is_configured() {
         .unwrap();
     assert!(r.headers().get("access-control-allow-origin").is_none());
 }
+
+#[test]
+fn cors_origins_are_checked() {
+    use partseal_server::ops::parse_cors_origin;
+    assert_eq!(parse_cors_origin("*").unwrap(), "*");
+    assert_eq!(
+        parse_cors_origin("https://app.example.com/").unwrap(),
+        "https://app.example.com"
+    );
+    assert_eq!(
+        parse_cors_origin("http://127.0.0.1:8000").unwrap(),
+        "http://127.0.0.1:8000"
+    );
+    for bad in [
+        "app.example.com",
+        "https://",
+        "https://a/b",
+        "ftp://a",
+        "https://a b",
+    ] {
+        assert!(parse_cors_origin(bad).is_err(), "{bad}");
+    }
+}
