@@ -1,6 +1,7 @@
 //! The operations surface in-process: metrics move by exactly what a known
 //! sequence of requests did (scraped and parsed as Prometheus text), the
-//! readiness probe flips for each of its checks, request ids are taken or
+//! readiness probe flips for each of its checks, the sweep's expiries are
+//! counted, request ids are taken or
 //! made and echoed, and CORS answers only when configured.
 
 mod common;
@@ -550,4 +551,49 @@ fn cors_origins_are_checked() {
     ] {
         assert!(parse_cors_origin(bad).is_err(), "{bad}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_uploads_are_counted_by_the_sweep() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.upload_ttl = Some(Duration::from_secs(1));
+    let engine = Engine::open(dir.path(), config).unwrap();
+    let owner = partseal::Owner::new("user:alice").unwrap();
+    for _ in 0..2 {
+        engine
+            .create(&owner, partseal::FileSpec::default())
+            .unwrap();
+    }
+    let metrics = partseal_server::ops::Metrics::new();
+    let sweep = tokio::spawn(partseal_server::sweep::run_counted(
+        engine.clone(),
+        Some(metrics.uploads_expired()),
+        std::future::pending(),
+    ));
+    let value = |text: &str| {
+        let parsed = openmetrics_parser::openmetrics::parse_openmetrics(text).unwrap();
+        match &parsed.families["partseal_uploads_expired"]
+            .iter_samples()
+            .next()
+            .unwrap()
+            .value
+        {
+            openmetrics_parser::OpenMetricsValue::Counter(c) => c.value.as_f64(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let mut seen = 0.0;
+    for _ in 0..300 {
+        seen = value(&metrics.encode(engine.open_upload_count(), None));
+        if seen >= 2.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    sweep.abort();
+    assert_eq!(seen, 2.0);
+    assert_eq!(engine.open_upload_count(), 0);
+    let text = metrics.encode(engine.open_upload_count(), None);
+    assert!(text.contains("partseal_open_uploads 0"), "{text}");
 }
