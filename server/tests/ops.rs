@@ -1,8 +1,8 @@
 //! The operations surface in-process: metrics move by exactly what a known
 //! sequence of requests did (scraped and parsed as Prometheus text), the
 //! readiness probe flips for each of its checks, the sweep's expiries are
-//! counted, request ids are taken or
-//! made and echoed, and CORS answers only when configured.
+//! counted, request ids are taken or made and echoed, and CORS answers only
+//! when configured.
 
 mod common;
 

@@ -2,7 +2,8 @@
 //! object and a request's lines carry the request id the client gave; in
 //! both formats nothing secret (the Bearer token, the metrics token, the
 //! signatures of upload and download URLs, their query strings) is ever
-//! logged, after a real upload, complete and download.
+//! logged, after a real upload, complete and download. And SIGTERM with an
+//! upload in flight: not ready while it drains, the upload still finishes.
 
 mod ops_support;
 
@@ -101,4 +102,88 @@ async fn text_log_lines_carry_the_request_id_and_no_secret() {
             .any(|l| l.contains("request_id=\"ops-rid-put\"") && l.contains("part stored")),
         "{log:?}"
     );
+}
+
+/// SIGTERM with a part upload in flight: from the signal on the server is
+/// not ready (its listener is closed, so a probe cannot even connect; an
+/// in-process test shows `/readyz` answering 503 once shutdown begins), the
+/// upload in flight still finishes, and the process exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_while_draining_an_upload_in_flight() {
+    use std::io::{Read, Write};
+    let mut bin = Bin::start(0, &[]).await;
+    let http = reqwest::Client::new();
+    let ready = http
+        .get(format!("{}/readyz", bin.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body = vec![7u8; 4096];
+    let r = http
+        .post(format!("{}/koodrive/ose/v1/files/create", bin.url))
+        .header("authorization", format!("Bearer {}", bin.user.token))
+        .header("x-user-id", &bin.user.id)
+        .header(
+            "x-date",
+            partseal_server::auth::format_compact_date(time::OffsetDateTime::now_utc()),
+        )
+        .json(&serde_json::json!({"fileName": "d.bin", "fileType": "45",
+            "length": body.len(), "uploadMode": "multipart",
+            "multiParts": [{"partNumber": 1, "partSize": body.len()}]}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = r.json().await.unwrap();
+    let url = v["multiParts"][0]["uploadUrl"].as_str().unwrap().to_owned();
+    let rest = url.strip_prefix("http://").unwrap();
+    let (hostport, path) = rest.split_at(rest.find('/').unwrap());
+    let mut tcp = std::net::TcpStream::connect(hostport).unwrap();
+    tcp.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    write!(
+        tcp,
+        "PUT {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    tcp.write_all(&body[..1000]).unwrap();
+    // The handler has the request once its span logged it.
+    let has = |what: &str| bin.log().iter().any(|l| l.contains(what));
+    let put_started = || {
+        bin.log()
+            .iter()
+            .any(|l| l.contains("method=PUT") && l.contains("started processing request"))
+    };
+    for _ in 0..200 {
+        if put_started() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(put_started(), "{:?}", bin.log());
+    let pid = bin.pid();
+    // SAFETY: kill(2) on the PID of our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    for _ in 0..200 {
+        if has("shutting down") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(has("shutting down"), "{:?}", bin.log());
+    // Draining: no probe gets a 200.
+    let probe = http.get(format!("{}/readyz", bin.url)).send().await;
+    match probe {
+        Err(e) => assert!(e.is_connect(), "{e}"),
+        Ok(r) => assert_eq!(r.status().as_u16(), 503),
+    }
+    // The upload in flight finishes.
+    tcp.write_all(&body[1000..]).unwrap();
+    let mut answer = String::new();
+    let _ = tcp.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    bin.wait_exit().await;
 }

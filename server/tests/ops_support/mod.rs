@@ -107,6 +107,11 @@ impl Bin {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// The child's PID.
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.id().expect("the server is running") as libc::pid_t
+    }
+
     /// SIGTERM to the child's PID; waits (bounded) for it to exit.
     pub async fn stop(&mut self) {
         if let Some(pid) = self.child.id() {
@@ -115,6 +120,11 @@ impl Bin {
                 libc::kill(pid as libc::pid_t, libc::SIGTERM);
             }
         }
+        self.wait_exit().await;
+    }
+
+    /// Waits (bounded) for the child to exit successfully.
+    pub async fn wait_exit(&mut self) {
         let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
             .await
             .expect("the server exits after SIGTERM")
