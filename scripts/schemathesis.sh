@@ -12,7 +12,7 @@
 # one summary line last; exits non-zero on any failure, error or missing
 # authentication. Needs Rust, Python 3 with venv and pip, and PyPI (the
 # first time). schemathesis leaves out `GET /openapi.json` itself, the
-# document it loads: 14 of the 15 operations are tested.
+# document it loads: 17 of the 18 operations are tested.
 #
 # Environment: PYTHON (default python3); SCHEMATHESIS_SEED (default
 # 20251103); SCHEMATHESIS_REPORT_DIR: keep the JUnit and NDJSON reports and
