@@ -53,7 +53,7 @@ mod store;
 pub use engine::{
     CommitEvent, Committed, Completion, Config, Engine, ExpiredUpload, FileReader, FileSpec,
     LinkCheck, MAX_LABEL_LEN, MAX_LABELS, OpenUpload, PartInfo, PartReceipt, SweepReport,
-    UploadStatus, Verified,
+    UploadMode, UploadStatus, Verified,
 };
 pub use error::{DigestKind, Error, LinkEnd, ParseError, Result};
 pub use id::{FILE_ID_LEN, FileId, MAX_OWNER_LEN, MAX_PARTS, Owner, PartNumber};

@@ -108,6 +108,31 @@ pub struct Args {
     /// Do not serve the browser upload page at /ui/.
     #[arg(long, env = "PARTSEAL_NO_UI")]
     pub no_ui: bool,
+    /// Bytes free on the store's file system at or below which /readyz
+    /// answers 503 (1 GiB by default).
+    #[arg(long, env = "PARTSEAL_MIN_FREE_BYTES", default_value_t = crate::ops::DEFAULT_MIN_FREE_BYTES)]
+    pub min_free_bytes: u64,
+    /// Bearer token GET /metrics requires; without it /metrics is open.
+    #[arg(long, env = "PARTSEAL_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Format of the log lines on stderr.
+    #[arg(long, env = "PARTSEAL_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Origin allowed to call the server from a browser (CORS), e.g.
+    /// https://app.example.com, or * for any; repeatable (the variable takes
+    /// a comma-separated list). Without it, no CORS headers.
+    #[arg(long, env = "PARTSEAL_CORS_ORIGIN", value_delimiter = ',',
+          value_parser = crate::ops::parse_cors_origin)]
+    pub cors_origin: Vec<String>,
+}
+
+/// Format of the log lines (`--log-format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line (tracing-subscriber's JSON format).
+    Json,
 }
 
 impl Args {
@@ -139,6 +164,15 @@ impl Args {
             url_ttl: Duration::from_secs(self.url_ttl_secs),
             max_parts_in_flight: self.max_parts_in_flight,
             ui: !self.no_ui,
+        }
+    }
+
+    /// The probes', metrics' and CORS options these flags give.
+    pub fn ops_options(&self) -> crate::ops::OpsOptions {
+        crate::ops::OpsOptions {
+            min_free_bytes: self.min_free_bytes,
+            metrics_token: self.metrics_token.clone(),
+            cors_origins: self.cors_origin.clone(),
         }
     }
 

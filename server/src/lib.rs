@@ -13,6 +13,7 @@ pub mod error;
 pub mod koodrive;
 pub mod metastudio;
 pub mod openapi;
+pub mod ops;
 pub mod serve;
 mod signed_url;
 pub mod sweep;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub settings: Settings,
     /// One permit per part body being received (`settings.max_parts_in_flight`).
     pub parts_in_flight: Arc<Semaphore>,
+    /// Probes, metrics and CORS.
+    pub ops: ops::Ops,
 }
 
 /// Shared handle to [`AppState`].
@@ -65,11 +68,18 @@ impl AppState {
     ) -> AppState {
         AppState {
             parts_in_flight: Arc::new(Semaphore::new(settings.max_parts_in_flight as usize)),
+            ops: ops::Ops::new(engine.root(), ops::OpsOptions::default()),
             engine,
             credentials,
             signer,
             settings,
         }
+    }
+
+    /// This state with the operations surface set up by `options`.
+    pub fn with_ops(mut self, options: ops::OpsOptions) -> AppState {
+        self.ops = ops::Ops::new(self.engine.root(), options);
+        self
     }
 
     /// The user holding this token (compared in constant time with every
@@ -146,22 +156,30 @@ pub fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// OpenAPI document and (unless `settings.ui` is off) the upload page.
 pub fn app(state: State) -> Router {
     let body_timeout = state.settings.body_timeout;
-    Router::new()
+    let cors = state.ops.cors_layer();
+    let router = Router::new()
         .merge(koodrive::routes())
         .merge(metastudio::routes())
         .merge(upload::routes())
         .merge(download::routes())
         .merge(openapi::routes())
         .merge(ui::routes(state.settings.ui))
+        .merge(ops::routes())
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            ops::metrics::track,
+        ))
         .with_state(state)
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
                 // The path only: query strings of upload URLs carry signatures.
+                let id = req.extensions().get::<ops::RequestId>();
                 tracing::info_span!(
                     "request",
                     method = %req.method(),
                     path = %req.uri().path(),
+                    request_id = id.and_then(|v| v.0.to_str().ok()).unwrap_or(""),
                     trace_id = req
                         .headers()
                         .get("x-traceid")
@@ -170,7 +188,13 @@ pub fn app(state: State) -> Router {
                 )
             }),
         )
-        .layer(CatchPanicLayer::new())
+        .layer(axum::middleware::from_fn(ops::with_request_id));
+    // Outside everything else: preflights are answered before routing.
+    let router = match cors {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.layer(CatchPanicLayer::new())
 }
 
 /// A fresh random request id (32 hex digits).

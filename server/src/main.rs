@@ -12,21 +12,29 @@ use tracing_subscriber::EnvFilter;
 
 use partseal::{Config, Engine};
 use partseal_server::auth::UrlSigner;
-use partseal_server::config::{Args, Credentials, url_key};
+use partseal_server::config::{Args, Credentials, LogFormat, url_key};
 use partseal_server::serve::serve;
 use partseal_server::sweep;
 use partseal_server::{AppState, app};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // Span fields (the request id) on every line, flattened.
+        LogFormat::Json => logs
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     match run(args).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -75,12 +83,15 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             cred_path.display()
         );
     }
-    let state = Arc::new(AppState::new(
-        engine,
-        credentials,
-        UrlSigner::new(key),
-        args.settings(public_url.clone()),
-    ));
+    let state = Arc::new(
+        AppState::new(
+            engine,
+            credentials,
+            UrlSigner::new(key),
+            args.settings(public_url.clone()),
+        )
+        .with_ops(args.ops_options()),
+    );
     if !args.no_ui {
         println!("partseal-server: upload page at {public_url}/ui/");
     }
@@ -96,12 +107,18 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let (sweep_stop_tx, sweep_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let sweeper = tokio::spawn(sweep::run(state.engine.clone(), async move {
-        // A dropped sender (the server ended on an error) stops it too.
-        let _ = sweep_stop_rx.await;
-    }));
+    let sweeper = tokio::spawn(sweep::run_counted(
+        state.engine.clone(),
+        Some(state.ops.metrics.uploads_expired()),
+        async move {
+            // A dropped sender (the server ended on an error) stops it too.
+            let _ = sweep_stop_rx.await;
+        },
+    ));
+    let draining = state.clone();
     let server = serve(listener, app(state), args.serve_options(), async move {
         stop.await;
+        draining.ops.begin_shutdown();
         let _ = sweep_stop_tx.send(());
         let _ = stopping_tx.send(());
     });

@@ -63,9 +63,14 @@ pub fn routes() -> Router<State> {
 }
 
 async fn add_request_id(req: Request, next: Next) -> Response {
+    // The request's own id (the one its log lines carry), when the app's
+    // request-id layer gave it one.
+    let id = req
+        .extensions()
+        .get::<crate::ops::RequestId>()
+        .map_or_else(request_id, |r| r.0.clone());
     let mut resp = next.run(req).await;
-    resp.headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id());
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), id);
     resp
 }
 
@@ -335,9 +340,7 @@ async fn confirm(
     let mut committed_now = None;
     match req.state.as_str() {
         "CREATED" => {
-            let done = state
-                .blocking(move |e| e.complete(&owner, &id, None))
-                .await?;
+            let done = crate::ops::metrics::complete(&state, owner, id, None).await?;
             let v = &done.file;
             tracing::info!(%file_id, sha256 = %v.sha256, length = v.length,
                 committed_now = done.committed_now, "file confirmed");

@@ -8,12 +8,18 @@
 use std::future::Future;
 
 use partseal::{Engine, SweepReport};
+use prometheus_client::metrics::counter::Counter;
 
 /// Runs the sweep until `stop` completes. Returns at once when the engine
 /// has no upload TTL. A sweep in progress when `stop` fires finishes on its
 /// blocking thread (each removal is one rename, whole or not at all); the
 /// loop just does not start another.
 pub async fn run(engine: Engine, stop: impl Future<Output = ()>) {
+    run_counted(engine, None, stop).await;
+}
+
+/// [`run`], adding every expired upload to `expired` (the metrics' counter).
+pub async fn run_counted(engine: Engine, expired: Option<Counter>, stop: impl Future<Output = ()>) {
     let Some(every) = engine.sweep_interval() else {
         tracing::info!("upload expiry is off (--upload-ttl-secs 0)");
         return;
@@ -30,7 +36,12 @@ pub async fn run(engine: Engine, stop: impl Future<Output = ()>) {
         }
         let e = engine.clone();
         match tokio::task::spawn_blocking(move || e.expire_idle_uploads()).await {
-            Ok(report) => log(&report),
+            Ok(report) => {
+                if let Some(c) = &expired {
+                    c.inc_by(report.expired.len() as u64);
+                }
+                log(&report);
+            }
             Err(e) => tracing::error!(error = %e, "the upload expiry sweep failed"),
         }
     }

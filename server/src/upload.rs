@@ -22,6 +22,7 @@ use partseal::{FileId, Owner, PartNumber};
 use crate::auth::{AuthError, UploadGrant};
 use crate::content_md5::{self, Md5Checked, Mismatch};
 use crate::error::{ApiError, KooError, MssError};
+use crate::ops::metrics::Counted;
 use crate::signed_url::{Signed, SignedParts, lossy_segments, unknown_api};
 use crate::{State, body_reader};
 
@@ -123,6 +124,10 @@ async fn put_part(
         body,
     )
     .await;
+    state
+        .ops
+        .metrics
+        .part(crate::ops::metrics::part_outcome(&res));
     match (res, api) {
         (Ok(etag), _) => {
             let mut resp = StatusCode::OK.into_response();
@@ -189,7 +194,12 @@ async fn receive(
             ))
         })?;
     let mismatch = Mismatch::default();
-    let reader = Md5Checked::new(body_reader(body), md5, mismatch.clone());
+    let received = state.ops.metrics.part_bytes(api.as_str());
+    let reader = Md5Checked::new(
+        Counted::new(body_reader(body), received),
+        md5,
+        mismatch.clone(),
+    );
     let res = state
         .blocking(move |e| {
             let _permit = permit;

@@ -33,6 +33,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("get", "/ui"),
     ("get", "/ui/"),
     ("get", "/ui/{asset}"),
+    ("get", "/healthz"),
+    ("get", "/readyz"),
+    ("get", "/metrics"),
 ];
 
 /// The keys of a path item that are operations.

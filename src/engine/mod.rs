@@ -33,7 +33,7 @@ pub use events::CommitEvent;
 pub use lifecycle::{ExpiredUpload, FileReader, OpenUpload, SweepReport, UploadStatus};
 pub use types::{
     Committed, Completion, Config, FileSpec, LinkCheck, MAX_LABEL_LEN, MAX_LABELS, PartInfo,
-    PartReceipt, Verified,
+    PartReceipt, UploadMode, Verified,
 };
 
 use index::ContentIndex;
@@ -122,6 +122,40 @@ impl Engine {
     /// The engine's configuration.
     pub fn config(&self) -> &Config {
         &self.inner.cfg
+    }
+
+    /// The store's root directory, as given to [`Engine::open`].
+    pub fn root(&self) -> &Path {
+        self.inner.layout.root()
+    }
+
+    /// How many uploads are open (created, neither committed nor aborted nor
+    /// expired), whether in memory or still on disk only. Takes one lock
+    /// and reads no disk: cheap enough for every metrics scrape.
+    pub fn open_upload_count(&self) -> usize {
+        lock(&self.inner.uploads).len()
+    }
+
+    /// How `complete` will verify the open upload `id` of `owner`: by the
+    /// chain of checked links, or by hashing its parts in order (also for an
+    /// upload with no part or plan yet). `None` when `id` is no open upload
+    /// of `owner` (committed, aborted, expired, unknown or another's).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the records of an upload not yet in memory cannot
+    /// be read.
+    pub fn upload_mode(&self, owner: &Owner, id: &FileId) -> Result<Option<UploadMode>> {
+        let Some(up) = self.lookup(id)? else {
+            return Ok(None);
+        };
+        let st = up.state();
+        if st.record.owner != *owner || st.phase != Phase::Open {
+            return Ok(None);
+        }
+        Ok(Some(match st.record.mode {
+            Mode::Chain => UploadMode::Chain,
+            Mode::Stream | Mode::Unset => UploadMode::Stream,
+        }))
     }
 
     /// Starts an upload for `owner` and returns its new random id.

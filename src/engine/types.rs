@@ -249,3 +249,14 @@ pub struct Committed {
     /// The labels given at create.
     pub labels: BTreeMap<String, String>,
 }
+
+/// How an open upload is verified at complete
+/// ([`Engine::upload_mode`](crate::Engine::upload_mode)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum UploadMode {
+    /// Parts carry midstates; each link was checked on arrival.
+    Chain,
+    /// Parts are hashed in order at complete.
+    Stream,
+}

@@ -27,6 +27,11 @@ impl Layout {
         }
     }
 
+    /// The store's root directory.
+    pub(crate) fn root(&self) -> &Path {
+        &self.root
+    }
+
     /// Fails if a fault is injected for `op` on a file of `role`, as an
     /// `io::Error` for code that works in `io::Result`.
     pub(crate) fn fault_io(&self, op: Op, role: &'static str) -> io::Result<()> {
@@ -87,11 +92,6 @@ impl Layout {
             fs::create_dir_all(&d).map_err(Error::io("store directory"))?;
         }
         self.fsync_dir(&self.root)
-    }
-
-    /// The store's root directory.
-    pub(crate) fn root(&self) -> &Path {
-        &self.root
     }
 
     /// `ROOT/uploads`.

@@ -376,9 +376,7 @@ pub(super) async fn complete(
     let (o, i) = (caller.owner.clone(), id.clone());
     // The engine says whether this call committed: of any number of
     // concurrent completes exactly one did.
-    let done = state
-        .blocking(move |e| e.complete(&o, &i, expected))
-        .await?;
+    let done = crate::ops::metrics::complete(&state, o, i, expected).await?;
     let (already, v) = (!done.committed_now, done.file);
     tracing::info!(file_id = %id, sha256 = %v.sha256, length = v.length, already, "upload completed");
     Ok(success(CompleteResponse {
