@@ -124,6 +124,14 @@ pub struct Args {
     #[arg(long, env = "PARTSEAL_CORS_ORIGIN", value_delimiter = ',',
           value_parser = crate::ops::parse_cors_origin)]
     pub cors_origin: Vec<String>,
+    /// URL (http://) that gets a signed JSON POST for every committed file,
+    /// delivered at least once from a durable outbox in the store.
+    #[arg(long, env = "PARTSEAL_ON_COMMIT_URL")]
+    pub on_commit_url: Option<String>,
+    /// Key of the HMAC-SHA256 signature of commit events (at least 16
+    /// bytes); required with --on-commit-url.
+    #[arg(long, env = "PARTSEAL_ON_COMMIT_SECRET", hide_env_values = true)]
+    pub on_commit_secret: Option<String>,
 }
 
 /// Format of the log lines (`--log-format`).

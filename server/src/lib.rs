@@ -10,6 +10,7 @@ pub mod config;
 pub mod content_md5;
 pub mod download;
 pub mod error;
+pub mod events;
 pub mod koodrive;
 pub mod metastudio;
 pub mod openapi;

@@ -14,8 +14,8 @@ use partseal::{Config, Engine};
 use partseal_server::auth::UrlSigner;
 use partseal_server::config::{Args, Credentials, LogFormat, url_key};
 use partseal_server::serve::serve;
-use partseal_server::sweep;
 use partseal_server::{AppState, app};
+use partseal_server::{events, sweep};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -45,6 +45,10 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    let hook = events::webhook(
+        args.on_commit_url.as_deref(),
+        args.on_commit_secret.as_deref(),
+    )?;
     // Bind first: a start that cannot listen must not create credentials
     // that no banner ever announced.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -54,6 +58,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let (credentials, created) = Credentials::load_or_create(&cred_path)?;
     let mut engine_cfg = Config::default().with_limits(args.limits());
     engine_cfg.upload_ttl = args.upload_ttl();
+    // The outbox is kept only for a receiver to read it.
+    engine_cfg.commit_events = hook.is_some();
     let data = args.data.clone();
     let engine = tokio::task::spawn_blocking(move || Engine::open(&data, engine_cfg)).await??;
     let key = url_key(&args.data)?;
@@ -115,11 +121,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             let _ = sweep_stop_rx.await;
         },
     ));
+    let (events_stop_tx, events_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let notifier = hook.map(|hook| {
+        tokio::spawn(events::run(state.engine.clone(), hook, async move {
+            let _ = events_stop_rx.await;
+        }))
+    });
     let draining = state.clone();
     let server = serve(listener, app(state), args.serve_options(), async move {
         stop.await;
         draining.ops.begin_shutdown();
         let _ = sweep_stop_tx.send(());
+        // Undelivered events wait in the outbox for the next start.
+        let _ = events_stop_tx.send(());
         let _ = stopping_tx.send(());
     });
     let deadline = async move {
@@ -144,6 +158,9 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // finishes its current removal (each is all or nothing) and is then
     // cut with the runtime.
     sweeper.abort();
+    if let Some(n) = notifier {
+        n.abort();
+    }
     Ok(())
 }
 
