@@ -150,6 +150,8 @@ def create_upload(mode, url, creds_path, plan_path, path):
 
 
 def partseal(mode, url, creds_path, plan_path, path, clients):
+    import requests  # noqa: F401 - imported before the clock starts
+
     t0 = time.monotonic()
     call, plan, created = create_upload(mode, url, creds_path, plan_path, path)
     t1 = time.monotonic()
