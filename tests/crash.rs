@@ -25,6 +25,13 @@ use partseal::{Engine, Error, FileId, FileSpec, Owner};
 const CHILD_ENV: &str = "PARTSEAL_CRASH_CHILD_DIR";
 const PART: usize = 64 * 1024;
 
+/// The harness's engines keep the commit-event outbox.
+fn events_config() -> partseal::Config {
+    let mut cfg = config();
+    cfg.commit_events = true;
+    cfg
+}
+
 fn owner() -> Owner {
     Owner::new("crash").unwrap()
 }
@@ -53,7 +60,7 @@ fn crash_child() {
         return;
     };
     let dir = PathBuf::from(dir);
-    let engine = Engine::open(dir.join("store"), config()).unwrap();
+    let engine = Engine::open(dir.join("store"), events_config()).unwrap();
     let mut journal = OpenOptions::new()
         .create(true)
         .append(true)
@@ -175,7 +182,7 @@ fn temp_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// were found open and completed by the parent.
 fn check_store(dir: &Path) -> usize {
     let store = dir.join("store");
-    let engine = Engine::open(&store, config()).unwrap();
+    let engine = Engine::open(&store, events_config()).unwrap();
     // Open recovers the top of the store at once; each upload is recovered
     // when it is first used (checked at the end, once all were used).
     assert_eq!(fs::read_dir(store.join("tmp")).unwrap().count(), 0);
@@ -236,6 +243,26 @@ fn check_store(dir: &Path) -> usize {
             let _ = engine.status(&owner(), &id);
         }
     }
+    // Every committed file has exactly one commit event, whatever the kill
+    // interrupted (the append, the rename, the fsyncs after it), and no
+    // event names a file that is not committed.
+    let mut events: Vec<String> = engine
+        .commits_since(0, usize::MAX)
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|e| e.file_id.as_str().to_owned())
+        .collect();
+    events.sort();
+    let mut files: Vec<String> = fs::read_dir(store.join("files"))
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            name.parse::<FileId>().ok().map(|_| name)
+        })
+        .collect();
+    files.sort();
+    assert_eq!(events, files, "commit events are not one per committed file");
     // Dropping the engine waits for its janitor, which deletes what was
     // buried in tmp/.
     drop(engine);
