@@ -50,8 +50,8 @@ pub fn reload_and_log(state: &AppState, path: &Path) -> Result<Reloaded, ConfigE
             shared_folders = r.shared_folders,
             "credentials reloaded"
         ),
+        // The error names the file and the reason.
         Err(e) => tracing::error!(
-            path = %path.display(),
             "credentials not reloaded, the previous users and shared folders stay: {e}"
         ),
     }
