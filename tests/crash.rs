@@ -262,7 +262,10 @@ fn check_store(dir: &Path) -> usize {
         })
         .collect();
     files.sort();
-    assert_eq!(events, files, "commit events are not one per committed file");
+    assert_eq!(
+        events, files,
+        "commit events are not one per committed file"
+    );
     // Dropping the engine waits for its janitor, which deletes what was
     // buried in tmp/.
     drop(engine);

@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use partseal::{Limits, Owner};
 
+use crate::auth::ct_eq;
 use crate::serve::ServeOptions;
 
 /// Command-line flags (each also read from a `PARTSEAL_*` variable).
@@ -320,20 +321,11 @@ impl Credentials {
             path: path.to_path_buf(),
             source,
         };
-        match fs::read(path) {
-            Ok(bytes) => {
-                let creds: Credentials =
-                    serde_json::from_slice(&bytes).map_err(|e| ConfigError::Invalid {
-                        path: path.to_path_buf(),
-                        msg: e.to_string(),
-                    })?;
-                creds.validate().map_err(|msg| ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    msg,
-                })?;
-                Ok((creds, false))
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        match Credentials::load(path) {
+            Ok(creds) => Ok((creds, false)),
+            Err(ConfigError::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 let creds = Credentials::generate_dev().map_err(io)?;
                 if let Some(dir) = path.parent() {
                     fs::create_dir_all(dir).map_err(io)?;
@@ -345,8 +337,52 @@ impl Credentials {
                 }
                 Ok((creds, true))
             }
-            Err(e) => Err(io(e)),
+            Err(e) => Err(e),
         }
+    }
+
+    /// Loads the file, parsed and validated (see [`Credentials::validate`]);
+    /// a missing file is an error, and nothing is created.
+    pub fn load(path: &Path) -> Result<Credentials, ConfigError> {
+        let bytes = fs::read(path).map_err(|source| ConfigError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let invalid = |msg| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let creds: Credentials =
+            serde_json::from_slice(&bytes).map_err(|e| invalid(e.to_string()))?;
+        creds.validate().map_err(invalid)?;
+        Ok(creds)
+    }
+
+    /// The user holding this token (compared in constant time with every
+    /// user's token, so the time taken says nothing about near misses).
+    pub fn user_by_token(&self, token: &str) -> Option<&User> {
+        let mut found = None;
+        for u in &self.users {
+            if ct_eq(u.token.as_bytes(), token.as_bytes()) {
+                found = Some(u);
+            }
+        }
+        found
+    }
+
+    /// The user with this access key.
+    pub fn user_by_access_key(&self, ak: &str) -> Option<&User> {
+        self.users
+            .iter()
+            .find(|u| ct_eq(u.access_key.as_bytes(), ak.as_bytes()))
+    }
+
+    /// The shared folder `id`, if `user` is one of its members.
+    pub fn shared_folder_of(&self, id: &str, user: &str) -> Option<&SharedFolder> {
+        self.shared_folders
+            .iter()
+            .find(|f| f.id == id)
+            .filter(|f| f.members.iter().any(|m| m == user))
     }
 
     /// One development user with random secrets.

@@ -15,6 +15,7 @@ pub mod koodrive;
 pub mod metastudio;
 pub mod openapi;
 pub mod ops;
+pub mod reload;
 pub mod serve;
 mod signed_url;
 pub mod sweep;
@@ -24,6 +25,7 @@ pub mod upload;
 use std::io;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
@@ -36,16 +38,18 @@ use tower_http::trace::TraceLayer;
 
 use partseal::Engine;
 
-use crate::auth::{UrlSigner, ct_eq};
-use crate::config::{Credentials, Settings, User};
+use crate::auth::UrlSigner;
+use crate::config::{Credentials, Settings};
 use crate::error::ApiError;
 
 /// Everything the handlers share.
 pub struct AppState {
     /// The engine.
     pub engine: Engine,
-    /// Users and shared folders.
-    pub credentials: Credentials,
+    /// Users and shared folders, swapped whole by a reload (see
+    /// [`reload`]); a request takes one snapshot with
+    /// [`AppState::credentials_now`].
+    pub credentials: ArcSwap<Credentials>,
     /// Signs and checks upload URLs.
     pub signer: UrlSigner,
     /// Limits and URLs.
@@ -71,7 +75,7 @@ impl AppState {
             parts_in_flight: Arc::new(Semaphore::new(settings.max_parts_in_flight as usize)),
             ops: ops::Ops::new(engine.root(), ops::OpsOptions::default()),
             engine,
-            credentials,
+            credentials: ArcSwap::from_pointee(credentials),
             signer,
             settings,
         }
@@ -83,24 +87,11 @@ impl AppState {
         self
     }
 
-    /// The user holding this token (compared in constant time with every
-    /// user's token, so the time taken says nothing about near misses).
-    pub fn user_by_token(&self, token: &str) -> Option<&User> {
-        let mut found = None;
-        for u in &self.credentials.users {
-            if ct_eq(u.token.as_bytes(), token.as_bytes()) {
-                found = Some(u);
-            }
-        }
-        found
-    }
-
-    /// The user with this access key.
-    pub fn user_by_access_key(&self, ak: &str) -> Option<&User> {
-        self.credentials
-            .users
-            .iter()
-            .find(|u| ct_eq(u.access_key.as_bytes(), ak.as_bytes()))
+    /// The users and shared folders now in force, for one request: a
+    /// reload while the request runs (see [`reload`]) does not change the
+    /// set it holds.
+    pub fn credentials_now(&self) -> Arc<Credentials> {
+        self.credentials.load_full()
     }
 
     /// Runs blocking engine work off the async runtime.

@@ -78,8 +78,11 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     // Handlers in place before the banner: from `listening on` on, SIGINT
-    // and SIGTERM stop gracefully instead of killing the process.
+    // and SIGTERM stop gracefully and SIGHUP reloads the credentials,
+    // instead of killing the process.
     let stop = shutdown_signal()?;
+    #[cfg(unix)]
+    let hangups = partseal_server::reload::Hangups::install()?;
     if created {
         print_dev_credentials(&cred_path, &credentials, &public_url);
     } else {
@@ -98,6 +101,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_ops(args.ops_options()),
     );
+    #[cfg(unix)]
+    tokio::spawn(hangups.reload_on_each(state.clone(), cred_path.clone()));
     if !args.no_ui {
         println!("partseal-server: upload page at {public_url}/ui/");
     }

@@ -130,8 +130,9 @@ fn authenticate(
     body: &[u8],
     project_id: &str,
 ) -> Result<Owner, ApiError> {
+    let credentials = state.credentials_now();
     let user = if let Some(token) = header(headers, "x-auth-token") {
-        state
+        credentials
             .user_by_token(token)
             .ok_or(AuthError::UnknownCredentials)?
     } else {
@@ -141,10 +142,14 @@ fn authenticate(
             uri.query(),
             headers,
             body,
-            |ak| state.user_by_access_key(ak).map(|u| u.secret_key.clone()),
+            |ak| {
+                credentials
+                    .user_by_access_key(ak)
+                    .map(|u| u.secret_key.clone())
+            },
             &auth::DateWindow::around(time::OffsetDateTime::now_utc(), state.settings.date_window),
         )?;
-        state
+        credentials
             .user_by_access_key(&ak)
             .ok_or(AuthError::UnknownCredentials)?
     };

@@ -85,7 +85,8 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> 
     let token = header(headers, "authorization")
         .ok_or(AuthError::MissingHeader("Authorization"))
         .and_then(|v| auth::bearer_token(v).ok_or(AuthError::MalformedAuthorization))?;
-    let user = state
+    let credentials = state.credentials_now();
+    let user = credentials
         .user_by_token(token)
         .ok_or(AuthError::UnknownCredentials)?;
     let claimed = header(headers, "x-user-id").ok_or(AuthError::MissingHeader("X-User-Id"))?;
@@ -99,12 +100,8 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> 
     let owner = match header(headers, "x-hw-share-folder-id").filter(|s| !s.is_empty()) {
         None => user.owner()?,
         Some(folder) => {
-            let shared = state
-                .credentials
-                .shared_folders
-                .iter()
-                .find(|f| f.id == folder)
-                .filter(|f| f.members.contains(&user.id))
+            let shared = credentials
+                .shared_folder_of(folder, &user.id)
                 .ok_or(ApiError::Forbidden)?;
             shared.owner()?
         }
