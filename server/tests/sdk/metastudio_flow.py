@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Drive a running partseal-server with the official MetaStudio Python SDK.
 
-Interop test for issue 3: the SDK (``huaweicloudsdkmetastudio`` /
+Interop test of the MetaStudio API: the SDK (``huaweicloudsdkmetastudio`` /
 ``huaweicloudsdkcore`` 3.1.219 from PyPI) signs every call with AK/SK, so a
 pass proves the server's signature check against code no one here wrote.
 
