@@ -196,18 +196,30 @@ impl Engine {
             // The new record is durable; the old bytes are garbage now.
             let _ = fs::remove_file(parts_dir.join(old));
         }
-        {
-            let mut st = up.state();
-            st.checkpoints.truncate(n as usize - 1);
-            st.parts.insert(n, rec.clone());
-        }
-        self.kick_eager(up);
-        Ok(PartReceipt {
+        self.acknowledge_stream_part(up, n, rec)
+    }
+
+    /// A stream part's record is durable: memory follows, the checkpoints
+    /// from it on are stale, and the background hasher may go on.
+    fn acknowledge_stream_part(
+        &self,
+        up: &Arc<Upload>,
+        n: u32,
+        rec: PartRecord,
+    ) -> Result<PartReceipt> {
+        let receipt = PartReceipt {
             number: PartNumber::new(u64::from(n))?,
             len: rec.len,
             sha256: rec.sha256,
             link: LinkCheck::NotApplicable,
-        })
+        };
+        {
+            let mut st = up.state();
+            st.checkpoints.truncate(n as usize - 1);
+            st.parts.insert(n, rec);
+        }
+        self.kick_eager(up);
+        Ok(receipt)
     }
 
     /// A stream part written at `offset` in the assembly (its record has no
@@ -227,12 +239,18 @@ impl Engine {
             .map_err(Error::io("part data"))?;
         let mut own = Hasher::new();
         let mut buf = AlignedBuf::new(self.inner.cfg.ingest_buffer.max(MIN_BUFFER));
-        let head = (DIRECT_ALIGN - (offset % DIRECT_ALIGN as u64) as usize) % DIRECT_ALIGN;
-        let len = ingest(body, n, max, buf.as_mut_slice(), head, |buf, at| {
-            own.update(buf);
-            layout.fault_io(Op::Write, "part data")?;
-            out.write_at(buf, offset + at)
-        })?;
+        let len = ingest(
+            body,
+            n,
+            max,
+            buf.as_mut_slice(),
+            head_len(offset),
+            |buf, at| {
+                own.update(buf);
+                layout.fault_io(Op::Write, "part data")?;
+                out.write_at(buf, offset + at)
+            },
+        )?;
         check_min(n, len, min_len)?;
         layout.fault(Op::Fsync, "part data")?;
         file.sync_data().map_err(Error::io("part data"))?;
@@ -244,18 +262,7 @@ impl Engine {
             digest_if_last: None,
         };
         store::save_part(layout, &up.id, n, &rec)?;
-        {
-            let mut st = up.state();
-            st.checkpoints.truncate(n as usize - 1);
-            st.parts.insert(n, rec.clone());
-        }
-        self.kick_eager(up);
-        Ok(PartReceipt {
-            number: PartNumber::new(u64::from(n))?,
-            len: rec.len,
-            sha256: rec.sha256,
-            link: LinkCheck::NotApplicable,
-        })
+        self.acknowledge_stream_part(up, n, rec)
     }
 
     fn put_chain_part(
@@ -305,14 +312,18 @@ impl Engine {
                     .map_err(Error::io("part data"))?,
             };
             let mut buf = AlignedBuf::new(self.inner.cfg.ingest_buffer.max(MIN_BUFFER));
-            // The first buffer ends at a block boundary of the file, so that
-            // every later one starts at one.
-            let head = (DIRECT_ALIGN - (base % DIRECT_ALIGN as u64) as usize) % DIRECT_ALIGN;
-            let len = ingest(body, n, p.size, buf.as_mut_slice(), head, |buf, at| {
-                chain.update(buf);
-                layout.fault_io(Op::Write, "part data")?;
-                out.write_at(buf, base + at)
-            })?;
+            let len = ingest(
+                body,
+                n,
+                p.size,
+                buf.as_mut_slice(),
+                head_len(base),
+                |buf, at| {
+                    chain.update(buf);
+                    layout.fault_io(Op::Write, "part data")?;
+                    out.write_at(buf, base + at)
+                },
+            )?;
             check_min(n, len, Some(p.size).max(expected_len))?;
             let state_out = chain.midstate().map(|m| m.ctx());
             let digest_if_last = chain.finalize();
@@ -452,6 +463,13 @@ fn check_min(n: u32, len: u64, min: Option<u64>) -> Result<()> {
         Some(min) if len < min => Err(Error::PartTooSmall { part: n, len, min }),
         _ => Ok(()),
     }
+}
+
+/// Bytes from `offset` to the next block boundary of the file: the first
+/// ingest buffer ends there, so that every later one starts at a boundary
+/// (and its whole blocks can go out with `O_DIRECT`).
+fn head_len(offset: u64) -> usize {
+    (DIRECT_ALIGN - (offset % DIRECT_ALIGN as u64) as usize) % DIRECT_ALIGN
 }
 
 /// The smallest ingest buffer, whatever [`Config::ingest_buffer`](crate::Config) says.

@@ -71,7 +71,7 @@ impl<'a> RangeWriter<'a> {
         start: u64,
         len: u64,
     ) -> io::Result<RangeWriter<'a>> {
-        let direct = if allocate(file, start, len)? {
+        let direct = if super::fallocate(file, false, start, len)? {
             open_direct(path)
         } else {
             None
@@ -115,34 +115,6 @@ impl<'a> RangeWriter<'a> {
         }
         Ok(())
     }
-}
-
-/// Allocates `len` bytes from `start` (mode 0: the file grows to cover
-/// them). `false` where the file system cannot (no direct writes then).
-#[cfg(target_os = "linux")]
-fn allocate(file: &File, start: u64, len: u64) -> io::Result<bool> {
-    use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
-        return Ok(false);
-    };
-    if len == 0 {
-        return Ok(false);
-    }
-    // SAFETY: fallocate on a file descriptor owned by `file`, which outlives
-    // the call; no memory is passed.
-    if unsafe { libc::fallocate(file.as_raw_fd(), 0, off, len) } < 0 {
-        let e = io::Error::last_os_error();
-        if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EFBIG)) {
-            return Err(e);
-        }
-        return Ok(false);
-    }
-    Ok(true)
-}
-
-#[cfg(not(target_os = "linux"))]
-fn allocate(_file: &File, _start: u64, _len: u64) -> io::Result<bool> {
-    Ok(false)
 }
 
 #[cfg(target_os = "linux")]

@@ -109,6 +109,43 @@ pub(crate) fn prefetch(file: &File, offset: u64, len: u64) {
     let _ = (file, offset, len);
 }
 
+/// Allocates `len` bytes of `file` from `start` (`fallocate`): keeping the
+/// file's size when `keep_size`, else growing the file to cover them.
+/// `Ok(false)` where the file system cannot (callers then write without);
+/// only "no space" (`ENOSPC`, `EFBIG`) is an error.
+pub(crate) fn fallocate(file: &File, keep_size: bool, start: u64, len: u64) -> io::Result<bool> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let (Ok(off), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
+            return Ok(false);
+        };
+        if len == 0 {
+            return Ok(false);
+        }
+        let mode = if keep_size {
+            libc::FALLOC_FL_KEEP_SIZE
+        } else {
+            0
+        };
+        // SAFETY: fallocate on a file descriptor owned by `file`, which
+        // outlives the call; no memory is passed.
+        if unsafe { libc::fallocate(file.as_raw_fd(), mode, off, len) } < 0 {
+            let e = io::Error::last_os_error();
+            if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EFBIG)) {
+                return Err(e);
+            }
+            return Ok(false);
+        }
+        Ok(true)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (file, keep_size, start, len);
+        Ok(false)
+    }
+}
+
 /// `pread` until `buf` is full; a short file is an `UnexpectedEof` error.
 pub(crate) fn read_exact_at(file: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     use std::os::unix::fs::FileExt;

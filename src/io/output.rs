@@ -256,29 +256,8 @@ fn set_flags(file: &File, flags: i32) -> io::Result<()> {
 /// that the file system allocates the output in one piece and a full disk
 /// shows before any byte is hashed. A file system that cannot reserve is
 /// simply written without; only "no space" (`ENOSPC`, `EFBIG`) is an error.
-#[cfg(target_os = "linux")]
 fn preallocate(file: &File, start: u64, len: u64) -> io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let (Ok(off), Ok(len)) = (i64::try_from(start), i64::try_from(len)) else {
-        return Ok(());
-    };
-    if len == 0 {
-        return Ok(());
-    }
-    // SAFETY: fallocate on a file descriptor owned by `file`, which outlives
-    // the call; no memory is passed.
-    if unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, off, len) } < 0 {
-        let e = io::Error::last_os_error();
-        if matches!(e.raw_os_error(), Some(libc::ENOSPC | libc::EFBIG)) {
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
-#[cfg(not(target_os = "linux"))]
-fn preallocate(_file: &File, _start: u64, _len: u64) -> io::Result<()> {
-    Ok(())
+    super::fallocate(file, true, start, len).map(|_| ())
 }
 
 #[cfg(test)]
