@@ -210,6 +210,7 @@ impl Outbox {
             let _ = st.log.set_len(start);
             return Err(Error::io("event log")(e));
         }
+        st.appended += 1;
         Ok(())
     }
 
@@ -347,7 +348,6 @@ impl Outbox {
     fn compact(&self, layout: &Layout, st: &mut State) -> Result<()> {
         let path = self.dir.join("log");
         let mut kept = Vec::new();
-        let mut count = 0u64;
         let file = File::open(&path).map_err(Error::io("event log"))?;
         for line in BufReader::new(file).lines() {
             let line = line.map_err(Error::io("event log"))?;
@@ -357,7 +357,6 @@ impl Outbox {
             if e.seq() >= st.acked {
                 kept.extend_from_slice(line.as_bytes());
                 kept.push(b'\n');
-                count += 1;
             }
         }
         layout.write_atomic(&path, &kept, "event log")?;
@@ -366,12 +365,8 @@ impl Outbox {
             .append(true)
             .open(&path)
             .map_err(Error::io("event log"))?;
-        st.appended = count;
+        st.appended = 0;
         Ok(())
-    }
-
-    fn note_appended(&self) {
-        lock(&self.state).appended += 1;
     }
 }
 
@@ -468,7 +463,6 @@ impl Engine {
                 let p = outbox
                     .begin_commit(layout, id, meta)
                     .map_err(crate::store::CommitFailure::Before)?;
-                outbox.note_appended();
                 meta.commit_nonce = Some(p.nonce.clone());
                 Some(p)
             }
@@ -483,7 +477,6 @@ impl Engine {
     pub(super) fn note_delete(&self, id: &FileId, rec: &FileRecord) -> Result<()> {
         if let (Some(outbox), Some(nonce)) = (&self.inner.events, &rec.commit_nonce) {
             outbox.record_delete(&self.inner.layout, id, nonce)?;
-            outbox.note_appended();
         }
         Ok(())
     }
