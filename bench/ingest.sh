@@ -188,20 +188,27 @@ EOF
   echo "round=$round $line rss_kib=$rss cpu_s=$(awk "BEGIN { print $cpu / $hz }")" | tee -a "$results" >&2
 }
 
-run_partseal() {
-  local round=$1 mode=$2 data="$dir/leg/partseal" out pid port line rss cpu perf_pid=""
+# Starts partseal-server on a fresh store in the leg's directory; sets
+# server_pid and server_port once it is listening.
+start_partseal() {
+  local data="$dir/leg/partseal" out="$dir/leg/server.out"
   mkdir -p "$data"
-  out="$dir/leg/server.out"
   "$server" --data "$data" --listen 127.0.0.1:0 > "$out" 2> "$dir/leg/server.err" &
-  pid=$!
-  pids+=("$pid")
+  server_pid=$!
+  pids+=("$server_pid")
   for _ in $(seq 500); do
     grep -q "listening on" "$out" && break
-    kill -0 "$pid" 2> /dev/null || { echo "partseal-server exited:" >&2; cat "$dir/leg/server.err" >&2; exit 1; }
+    kill -0 "$server_pid" 2> /dev/null || { echo "partseal-server exited:" >&2; cat "$dir/leg/server.err" >&2; exit 1; }
     sleep 0.02
   done
-  port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out" | head -n 1)
-  [ -n "$port" ] || { echo "no port in the server's banner:" >&2; cat "$out" >&2; exit 1; }
+  server_port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out" | head -n 1)
+  [ -n "$server_port" ] || { echo "no port in the server's banner:" >&2; cat "$out" >&2; exit 1; }
+}
+
+run_partseal() {
+  local round=$1 mode=$2 data="$dir/leg/partseal" pid port line rss cpu perf_pid=""
+  start_partseal
+  pid=$server_pid port=$server_port
   if [ -n "$perf_out" ] && [ "$mode" = "${BENCH_PERF_LEG:-chain}" ] && [ "$round" = 1 ]; then
     perf record -q -e cpu-clock -g -o "$perf_out" -p "$pid" 2> /dev/null &
     perf_pid=$!
@@ -220,18 +227,9 @@ run_partseal() {
 # Memory with every part body in flight at once (64 connections, each half
 # sent, held while the server's VmRSS is read).
 run_inflight() {
-  local mode=$1 data="$dir/leg/partseal" out pid port line
-  mkdir -p "$data"
-  out="$dir/leg/server.out"
-  "$server" --data "$data" --listen 127.0.0.1:0 > "$out" 2> "$dir/leg/server.err" &
-  pid=$!
-  pids+=("$pid")
-  for _ in $(seq 500); do
-    grep -q "listening on" "$out" && break
-    kill -0 "$pid" 2> /dev/null || { echo "partseal-server exited:" >&2; cat "$dir/leg/server.err" >&2; exit 1; }
-    sleep 0.02
-  done
-  port=$(sed -n 's/.*listening on http:\/\/127\.0\.0\.1:\([0-9]*\).*/\1/p' "$out" | head -n 1)
+  local mode=$1 data="$dir/leg/partseal" pid port line
+  start_partseal
+  pid=$server_pid port=$server_port
   line=$("$py" "$client" inflight "$mode" "http://127.0.0.1:$port" "$data/credentials.json" \
     "$dir/plan.json" "$dir/file.bin" "$pid")
   stop "$pid" TERM
