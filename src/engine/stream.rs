@@ -1,6 +1,8 @@
-//! The stream verify of a complete without midstates: the parts are hashed
-//! in order, pipelined with their merge into the committed file, starting
-//! from the last valid checkpoint of eager hashing.
+//! The stream verify of a complete without midstates, from the last valid
+//! checkpoint of eager hashing: parts placed in the assembly (a plan of
+//! sizes) are hashed there in order and the assembly becomes the file;
+//! parts without a place are hashed in order, pipelined with their merge
+//! into the committed file.
 
 use std::fs::{File, OpenOptions};
 use std::path::Path;

@@ -29,7 +29,8 @@ pub struct Config {
     pub eager_hashing: bool,
     /// Bytes read from a part body at a time (default 512 KiB, at least
     /// 64 KiB): one buffer per part being received, so 64 parts in flight
-    /// hold 32 MiB. Chain-mode parts are written from it with `O_DIRECT`.
+    /// hold 32 MiB. Parts with a place in the assembly (chain mode, planned
+    /// stream parts) are written from it with `O_DIRECT`.
     pub ingest_buffer: usize,
     /// Open uploads without activity (create, plan, part, complete attempt)
     /// for this long are aborted by
