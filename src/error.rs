@@ -176,6 +176,11 @@ pub enum Error {
     /// completed upload).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// A service the store depends on (a database, an object store) did not
+    /// answer or failed; nothing was acknowledged, and the call may be
+    /// retried. The local engine never returns it.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
     /// An operating-system error, with the role of the file involved.
     #[error("I/O error on {role}: {source}")]
     Io {

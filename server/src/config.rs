@@ -133,6 +133,32 @@ pub struct Args {
     /// bytes); required with --on-commit-url.
     #[arg(long, env = "PARTSEAL_ON_COMMIT_SECRET", hide_env_values = true)]
     pub on_commit_secret: Option<String>,
+    /// Cluster mode: PostgreSQL URL of the records, claims and checkpoints
+    /// every node shares (postgres://user@host:port/db). With it, part and
+    /// file bytes go to the S3 bucket of --s3-bucket instead of --data;
+    /// S3 credentials come from AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY.
+    #[arg(long, env = "PARTSEAL_DATABASE_URL", hide_env_values = true,
+          requires_all = ["s3_endpoint", "s3_bucket"])]
+    pub database_url: Option<String>,
+    /// Cluster mode: the S3 endpoint URL (e.g. https://s3.eu-west-1.amazonaws.com).
+    #[arg(long, env = "PARTSEAL_S3_ENDPOINT", requires = "database_url")]
+    pub s3_endpoint: Option<String>,
+    /// Cluster mode: the bucket of all part and file bytes.
+    #[arg(long, env = "PARTSEAL_S3_BUCKET", requires = "database_url")]
+    pub s3_bucket: Option<String>,
+    /// Cluster mode: the region the endpoint signs for.
+    #[arg(long, env = "PARTSEAL_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Cluster mode: seconds a complete's claim holds before another node
+    /// may take it over (renewed while the complete works).
+    #[arg(long, env = "PARTSEAL_CLAIM_LEASE_SECS", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub claim_lease_secs: u64,
+    /// Cluster mode: seconds a multipart upload or object with no record
+    /// must be old before the sweep removes it as an orphan.
+    #[arg(long, env = "PARTSEAL_ORPHAN_GRACE_SECS", default_value_t = 3600,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub orphan_grace_secs: u64,
 }
 
 /// Format of the log lines (`--log-format`).
@@ -154,6 +180,37 @@ impl Args {
     /// never.
     pub fn upload_ttl(&self) -> Option<Duration> {
         (self.upload_ttl_secs > 0).then(|| Duration::from_secs(self.upload_ttl_secs))
+    }
+
+    /// The cluster backend's settings, when --database-url is given.
+    ///
+    /// # Errors
+    /// A message when the S3 credentials are missing from the environment.
+    pub fn cluster(&self) -> Result<Option<partseal_cluster::ClusterConfig>, String> {
+        let Some(db) = &self.database_url else {
+            return Ok(None);
+        };
+        let env = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| format!("--database-url needs the S3 credentials in {name}"))
+        };
+        let mut cfg = partseal_cluster::ClusterConfig::new(
+            db.clone(),
+            self.s3_endpoint.clone().unwrap_or_default(),
+            self.s3_bucket.clone().unwrap_or_default(),
+            self.s3_region.clone(),
+            env("AWS_ACCESS_KEY_ID")?,
+            env("AWS_SECRET_ACCESS_KEY")?,
+        );
+        cfg.limits = self.limits();
+        cfg.upload_ttl = self.upload_ttl();
+        cfg.claim_lease = Duration::from_secs(self.claim_lease_secs);
+        cfg.orphan_grace = Duration::from_secs(self.orphan_grace_secs);
+        cfg.max_connections = (self.max_parts_in_flight as usize / 2).clamp(8, 64);
+        cfg.node = format!("{}@{}", std::process::id(), self.listen);
+        Ok(Some(cfg))
     }
 
     /// The credentials file path.

@@ -57,6 +57,19 @@ impl Mismatch {
     }
 }
 
+/// The answer to a body whose MD5 (hex `actual`) is not the `Content-MD5`
+/// given (hex `expected`), as a backend that checked it itself reports it.
+pub fn mismatch(expected: &str, actual: &str) -> ApiError {
+    let b64 = |h: &str| match hex::decode(h) {
+        Ok(b) => base64::engine::general_purpose::STANDARD.encode(b),
+        Err(_) => h.to_owned(),
+    };
+    ApiError::ContentMd5Mismatch {
+        expected: b64(expected),
+        actual: b64(actual),
+    }
+}
+
 /// A reader that passes `inner` through and, at its end, fails with
 /// `InvalidData` unless the bytes had the expected MD5 (with none expected,
 /// it only passes them through).

@@ -25,7 +25,11 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::Response;
 use axum::routing::get;
 
+use futures_util::TryStreamExt;
+
 use partseal::{FileId, FileReader, Owner};
+
+use crate::backend::Download;
 
 use crate::State;
 use crate::auth::{AuthError, DownloadGrant};
@@ -200,7 +204,7 @@ async fn answer(
     let id: FileId = file_id.parse()?;
     // Opened before anything is answered: from here on the bytes are those
     // of this one immutable file, whatever happens to its name.
-    let reader = state.blocking(move |e| e.open_file(&owner, &id)).await?;
+    let reader = state.backend.open_file(&owner, &id).await?;
     let len = reader.len();
     let etag = format!("\"{}\"", reader.sha256().to_hex());
     let text = |name| {
@@ -258,7 +262,10 @@ async fn answer(
     );
     if method != Method::HEAD {
         tracing::info!(file_id, start, len = count, "download");
-        *resp.body_mut() = stream(reader, start, count);
+        *resp.body_mut() = match reader {
+            Download::Local(r) => stream(r, start, count),
+            Download::Object(r) => object_stream(r, start, count),
+        };
     }
     Ok(resp)
 }
@@ -299,6 +306,25 @@ fn stream(reader: FileReader, start: u64, count: u64) -> Body {
             }
         },
     );
+    Body::from_stream(chunks)
+}
+
+/// `count` bytes of an object from `start`, streamed from the store as it
+/// answers. A store that fails mid-way ends the body early, as [`stream`]
+/// does.
+fn object_stream(reader: partseal_cluster::ObjectReader, start: u64, count: u64) -> Body {
+    let chunks = futures_util::stream::once(async move { reader.range(start, count).await })
+        .map_err(|e| {
+            tracing::warn!(error = %e, "download failed: the object store did not answer");
+            io::Error::other(e.to_string())
+        })
+        .map_ok(|body| {
+            body.map_err(|e| {
+                tracing::warn!(error = %e, "download cut short: the object could not be read");
+                io::Error::other(e.to_string())
+            })
+        })
+        .try_flatten();
     Body::from_stream(chunks)
 }
 

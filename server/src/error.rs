@@ -180,6 +180,7 @@ impl IntoResponse for KooError {
                 E::LinkMismatch { .. } => (StatusCode::BAD_REQUEST, koo::BROKEN_LINK),
                 E::DigestMismatch { .. } => (StatusCode::BAD_REQUEST, koo::INTEGRITY),
                 E::Conflict(_) => (StatusCode::BAD_REQUEST, koo::CONFLICT),
+                E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, koo::BUSY),
                 E::Io { role, .. } if *role == "request body" => {
                     (StatusCode::BAD_REQUEST, koo::BAD_PARAM)
                 }
@@ -233,6 +234,7 @@ impl IntoResponse for MssError {
                 }
                 E::MissingParts { .. } => (StatusCode::BAD_REQUEST, mss::MISSING_PARTS),
                 E::Conflict(_) => (StatusCode::CONFLICT, mss::CONFLICT),
+                E::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, mss::BUSY),
                 E::Io { role, .. } if *role == "request body" => {
                     (StatusCode::BAD_REQUEST, mss::INVALID_PARAM)
                 }

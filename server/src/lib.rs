@@ -6,6 +6,7 @@
 //! on tokio's blocking pool so the async runtime never waits on disk or hash.
 
 pub mod auth;
+pub mod backend;
 pub mod config;
 pub mod content_md5;
 pub mod download;
@@ -39,13 +40,14 @@ use tower_http::trace::TraceLayer;
 use partseal::Engine;
 
 use crate::auth::UrlSigner;
+use crate::backend::Backend;
 use crate::config::{Credentials, Settings};
 use crate::error::ApiError;
 
 /// Everything the handlers share.
 pub struct AppState {
-    /// The engine.
-    pub engine: Engine,
+    /// The storage backend: the local engine or the cluster.
+    pub backend: Backend,
     /// Users and shared folders, swapped whole by a reload (see
     /// [`reload`]); a request takes one snapshot with
     /// [`AppState::credentials_now`].
@@ -58,6 +60,8 @@ pub struct AppState {
     pub parts_in_flight: Arc<Semaphore>,
     /// Probes, metrics and CORS.
     pub ops: ops::Ops,
+    /// The directory of the node's local files.
+    pub root: std::path::PathBuf,
 }
 
 /// Shared handle to [`AppState`].
@@ -71,10 +75,24 @@ impl AppState {
         signer: UrlSigner,
         settings: Settings,
     ) -> AppState {
+        let root = engine.root().to_path_buf();
+        AppState::with_backend(Backend::Local(engine), &root, credentials, signer, settings)
+    }
+
+    /// The state of a server over `backend`, with `root` the directory of
+    /// its local files (credentials, probes).
+    pub fn with_backend(
+        backend: Backend,
+        root: &std::path::Path,
+        credentials: Credentials,
+        signer: UrlSigner,
+        settings: Settings,
+    ) -> AppState {
         AppState {
             parts_in_flight: Arc::new(Semaphore::new(settings.max_parts_in_flight as usize)),
-            ops: ops::Ops::new(engine.root(), ops::OpsOptions::default()),
-            engine,
+            ops: ops::Ops::new(root, ops::OpsOptions::default()),
+            backend,
+            root: root.to_path_buf(),
             credentials: ArcSwap::from_pointee(credentials),
             signer,
             settings,
@@ -83,7 +101,7 @@ impl AppState {
 
     /// This state with the operations surface set up by `options`.
     pub fn with_ops(mut self, options: ops::OpsOptions) -> AppState {
-        self.ops = ops::Ops::new(self.engine.root(), options);
+        self.ops = ops::Ops::new(&self.root, options);
         self
     }
 
@@ -92,19 +110,6 @@ impl AppState {
     /// set it holds.
     pub fn credentials_now(&self) -> Arc<Credentials> {
         self.credentials.load_full()
-    }
-
-    /// Runs blocking engine work off the async runtime.
-    pub async fn blocking<T, F>(&self, f: F) -> Result<T, ApiError>
-    where
-        F: FnOnce(Engine) -> Result<T, partseal::Error> + Send + 'static,
-        T: Send + 'static,
-    {
-        let engine = self.engine.clone();
-        match tokio::task::spawn_blocking(move || f(engine)).await {
-            Ok(r) => r.map_err(ApiError::from),
-            Err(e) => Err(ApiError::Internal(format!("engine task failed: {e}"))),
-        }
     }
 }
 

@@ -11,7 +11,9 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use partseal::{Config, Engine};
+use partseal_cluster::Cluster;
 use partseal_server::auth::UrlSigner;
+use partseal_server::backend::Backend;
 use partseal_server::config::{Args, Credentials, LogFormat, url_key};
 use partseal_server::serve::serve;
 use partseal_server::{AppState, app};
@@ -56,13 +58,32 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let cred_path = args.credentials_path();
     let (credentials, created) = Credentials::load_or_create(&cred_path)?;
-    let mut engine_cfg = Config::default().with_limits(args.limits());
-    engine_cfg.upload_ttl = args.upload_ttl();
-    // The outbox is kept only for a receiver to read it.
-    engine_cfg.commit_events = hook.is_some();
-    let data = args.data.clone();
-    let engine = tokio::task::spawn_blocking(move || Engine::open(&data, engine_cfg)).await??;
-    let key = url_key(&args.data)?;
+    let (backend, key) = match args.cluster()? {
+        Some(cfg) => {
+            if hook.is_some() {
+                return Err("--on-commit-url is not available with --database-url: \
+                            commit events come from the local store's outbox"
+                    .into());
+            }
+            std::fs::create_dir_all(&args.data)
+                .map_err(|e| format!("cannot create {}: {e}", args.data.display()))?;
+            let cluster = Cluster::connect(cfg)
+                .await
+                .map_err(|e| format!("cannot start in cluster mode: {e}"))?;
+            let key = cluster.url_key().await?;
+            (Backend::Cluster(cluster), key)
+        }
+        None => {
+            let mut engine_cfg = Config::default().with_limits(args.limits());
+            engine_cfg.upload_ttl = args.upload_ttl();
+            // The outbox is kept only for a receiver to read it.
+            engine_cfg.commit_events = hook.is_some();
+            let data = args.data.clone();
+            let engine =
+                tokio::task::spawn_blocking(move || Engine::open(&data, engine_cfg)).await??;
+            (Backend::Local(engine), url_key(&args.data)?)
+        }
+    };
     let addr = listener.local_addr()?;
     let public_url = args
         .public_url
@@ -92,15 +113,28 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
             cred_path.display()
         );
     }
-    let state = Arc::new(
-        AppState::new(
-            engine,
-            credentials,
-            UrlSigner::new(key),
-            args.settings(public_url.clone()),
-        )
-        .with_ops(args.ops_options()),
+    let mode = match &backend {
+        Backend::Local(_) => "store in",
+        Backend::Cluster(_) => "cluster node, local files in",
+    };
+    let state = AppState::with_backend(
+        backend.clone(),
+        &args.data,
+        credentials,
+        UrlSigner::new(key),
+        args.settings(public_url.clone()),
     );
+    let state = Arc::new(match &backend {
+        Backend::Local(_) => state.with_ops(args.ops_options()),
+        Backend::Cluster(c) => {
+            let ops = partseal_server::ops::Ops::with_checks(
+                &args.data,
+                args.ops_options(),
+                partseal_server::ops::ready::cluster_checks(c),
+            );
+            AppState { ops, ..state }
+        }
+    });
     #[cfg(unix)]
     tokio::spawn(hangups.reload_on_each(state.clone(), cred_path.clone()));
     if !args.no_ui {
@@ -108,7 +142,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     // The last line of the banner (scripts and tests wait for it).
     println!(
-        "partseal-server: listening on {public_url}, store in {}",
+        "partseal-server: listening on {public_url}, {mode} {}",
         args.data.display()
     );
     tracing::info!(%addr, "listening");
@@ -118,8 +152,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let (sweep_stop_tx, sweep_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let sweeper = tokio::spawn(sweep::run_counted(
-        state.engine.clone(),
+    let sweeper = tokio::spawn(sweep::run_backend(
+        backend.clone(),
         Some(state.ops.metrics.uploads_expired()),
         async move {
             // A dropped sender (the server ended on an error) stops it too.
@@ -127,11 +161,16 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         },
     ));
     let (events_stop_tx, events_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let notifier = hook.map(|hook| {
-        tokio::spawn(events::run(state.engine.clone(), hook, async move {
-            let _ = events_stop_rx.await;
-        }))
-    });
+    let notifier = match (hook, backend.local()) {
+        (Some(hook), Some(engine)) => Some(tokio::spawn(events::run(
+            engine.clone(),
+            hook,
+            async move {
+                let _ = events_stop_rx.await;
+            },
+        ))),
+        _ => None,
+    };
     let draining = state.clone();
     let server = serve(listener, app(state), args.serve_options(), async move {
         stop.await;

@@ -241,8 +241,7 @@ async fn create_file(
         .with_md5(md5)
         .with_plan(vec![PartPlan::new(1, req.file_size, None, None)?])
         .with_labels(labels);
-    let o = owner.clone();
-    let id = state.blocking(move |e| e.create(&o, spec)).await?;
+    let id = state.backend.create(&owner, spec).await?;
     tracing::info!(file_id = %id, size = req.file_size, "file created");
     Ok(Json(CreateFileResponse {
         upload_url: upload_url(&state, Api::MetaStudio, &id, 1, &owner)?,
@@ -295,7 +294,7 @@ async fn create_large_file(
         &req.asset_file_category,
         LARGE_CATEGORIES,
     )?;
-    let max = MAX_LARGE_FILE_SIZE.min(state.engine.config().limits.max_file_size);
+    let max = MAX_LARGE_FILE_SIZE.min(state.backend.limits().max_file_size);
     if let Some(size) = req.file_size
         && (size == 0 || size > max)
     {
@@ -313,8 +312,7 @@ async fn create_large_file(
         .with_labels(labels)
         .with_part_count(count);
     spec.length = req.file_size;
-    let o = owner.clone();
-    let id = state.blocking(move |e| e.create(&o, spec)).await?;
+    let id = state.backend.create(&owner, spec).await?;
     tracing::info!(file_id = %id, segments = count, "large file created");
     let urls = (1..=count)
         .map(|n| upload_url(&state, Api::MetaStudio, &id, n, &owner))
@@ -354,9 +352,7 @@ async fn confirm(
         "FAILED" | "CANCELLED" => {
             // The note is what a later GET of the file answers as its state.
             let note = req.state.clone();
-            state
-                .blocking(move |e| e.abort_with_note(&owner, &id, Some(&note)))
-                .await?;
+            state.backend.abort(&owner, &id, Some(note)).await?;
             tracing::info!(%file_id, state = %req.state, "upload ended");
         }
         other => {
@@ -391,12 +387,10 @@ async fn delete_file(
     // The caller's extraction has already refused an undecodable path.
     let Path((_, file_id)) = ids.map_err(crate::path_error)?;
     let id: FileId = file_id.parse()?;
-    state
-        .blocking(move |e| match e.delete(&owner, &id) {
-            Err(partseal::Error::NotFound) => e.abort(&owner, &id),
-            other => other,
-        })
-        .await?;
+    match state.backend.delete(&owner, &id).await {
+        Err(partseal::Error::NotFound) => state.backend.abort(&owner, &id, None).await?,
+        other => other?,
+    }
     tracing::info!(%file_id, "file deleted");
     Ok(StatusCode::OK.into_response())
 }
@@ -446,8 +440,7 @@ async fn get_file(
     // The caller's extraction has already refused an undecodable path.
     let Path((_, file_id)) = ids.map_err(crate::path_error)?;
     let id: FileId = file_id.parse()?;
-    let (o, i) = (owner.clone(), id.clone());
-    let status = state.blocking(move |e| e.status(&o, &i)).await?;
+    let status = state.backend.status(&owner, &id).await?;
     let mut answer = FileStatusResponse {
         file_id: id.to_string(),
         state: "CREATING",

@@ -20,6 +20,7 @@ use axum::routing::put;
 use partseal::{FileId, Owner, PartNumber};
 
 use crate::auth::{AuthError, UploadGrant};
+use crate::backend::Backend;
 use crate::content_md5::{self, Md5Checked, Mismatch};
 use crate::error::{ApiError, KooError, MssError};
 use crate::ops::metrics::Counted;
@@ -193,24 +194,50 @@ async fn receive(
                 state.settings.max_parts_in_flight
             ))
         })?;
-    let mismatch = Mismatch::default();
     let received = state.ops.metrics.part_bytes(api.as_str());
-    let reader = Md5Checked::new(
-        Counted::new(body_reader(body), received),
-        md5,
-        mismatch.clone(),
-    );
-    let res = state
-        .blocking(move |e| {
-            let _permit = permit;
-            e.put_part(&owner, &id, PartNumber::new(part)?, reader, expected_len)
-        })
-        .await;
-    // A body that ended with another MD5 failed the engine's read of it; the
-    // engine kept nothing, and the reason is ours to tell.
-    let receipt = match (res, md5.and_then(|m| mismatch.error(&m))) {
-        (Err(_), Some(e)) => return Err(e),
-        (res, _) => res?,
+    let number = PartNumber::new(part)?;
+    let receipt = match &state.backend {
+        Backend::Local(engine) => {
+            let mismatch = Mismatch::default();
+            let reader = Md5Checked::new(
+                Counted::new(body_reader(body), received),
+                md5,
+                mismatch.clone(),
+            );
+            let res = crate::backend::blocking(engine, move |e| {
+                let _permit = permit;
+                e.put_part(&owner, &id, number, reader, expected_len)
+            })
+            .await;
+            // A body that ended with another MD5 failed the engine's read of
+            // it; the engine kept nothing, and the reason is ours to tell.
+            match (res, md5.and_then(|m| mismatch.error(&m))) {
+                (Err(_), Some(e)) => return Err(e),
+                (res, _) => res?,
+            }
+        }
+        Backend::Cluster(cluster) => {
+            let res = Backend::put_part_cluster(
+                cluster,
+                &owner,
+                &id,
+                number,
+                body,
+                expected_len,
+                md5,
+                received,
+            )
+            .await;
+            drop(permit);
+            match res {
+                Err(partseal::Error::DigestMismatch {
+                    kind: partseal::DigestKind::Md5,
+                    expected,
+                    actual,
+                }) => return Err(content_md5::mismatch(&expected, &actual)),
+                res => res?,
+            }
+        }
     };
     tracing::info!(file_id, part, len = receipt.len, link = ?receipt.link, "part stored");
     Ok(receipt.sha256.to_hex())

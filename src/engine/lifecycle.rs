@@ -35,6 +35,13 @@ pub struct ExpiredUpload {
     pub idle: Duration,
 }
 
+impl ExpiredUpload {
+    /// An expired upload, for backends other than the local engine.
+    pub fn new(id: FileId, owner: Owner, idle: Duration) -> ExpiredUpload {
+        ExpiredUpload { id, owner, idle }
+    }
+}
+
 /// What one run of [`Engine::expire_idle_uploads`] did.
 #[derive(Debug, Default)]
 #[non_exhaustive]
@@ -62,6 +69,27 @@ pub struct OpenUpload {
     pub parts: Vec<PartInfo>,
     /// The labels given at create.
     pub labels: BTreeMap<String, String>,
+}
+
+impl OpenUpload {
+    /// An open upload's facts, for backends other than the local engine.
+    pub fn new(
+        length: Option<u64>,
+        sha256: Option<Sha256>,
+        md5: Option<[u8; 16]>,
+        part_count: Option<u32>,
+        parts: Vec<PartInfo>,
+        labels: BTreeMap<String, String>,
+    ) -> OpenUpload {
+        OpenUpload {
+            length,
+            sha256,
+            md5,
+            part_count,
+            parts,
+            labels,
+        }
+    }
 }
 
 /// Where an id of an owner stands.

@@ -190,6 +190,19 @@ pub struct PartReceipt {
     pub link: LinkCheck,
 }
 
+impl PartReceipt {
+    /// A receipt, for backends other than the local [`Engine`](crate::Engine)
+    /// that answer with the same facts.
+    pub fn new(number: PartNumber, len: u64, sha256: Sha256, link: LinkCheck) -> PartReceipt {
+        PartReceipt {
+            number,
+            len,
+            sha256,
+            link,
+        }
+    }
+}
+
 /// A part as listed by [`Engine::parts`](crate::Engine::parts).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -208,6 +221,18 @@ pub struct PartInfo {
     pub link_checked: bool,
 }
 
+impl PartInfo {
+    /// A listed part, for backends other than the local engine.
+    pub fn new(number: PartNumber, len: u64, sha256: Sha256, link_checked: bool) -> PartInfo {
+        PartInfo {
+            number,
+            len,
+            sha256,
+            link_checked,
+        }
+    }
+}
+
 /// The facts of a verified, committed file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -222,6 +247,18 @@ pub struct Verified {
     pub parts: u32,
 }
 
+impl Verified {
+    /// A verified file's facts, for backends other than the local engine.
+    pub fn new(sha256: Sha256, md5: Option<[u8; 16]>, length: u64, parts: u32) -> Verified {
+        Verified {
+            sha256,
+            md5,
+            length,
+            parts,
+        }
+    }
+}
+
 /// The answer to [`Engine::complete`](crate::Engine::complete).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
@@ -234,12 +271,23 @@ pub struct Completion {
     pub committed_now: bool,
 }
 
+impl Completion {
+    /// A completion, for backends other than the local engine.
+    pub fn new(file: Verified, committed_now: bool) -> Completion {
+        Completion {
+            file,
+            committed_now,
+        }
+    }
+}
+
 /// A committed file.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Committed {
     /// Where its bytes are (read-only to callers: a committed file never
-    /// changes).
+    /// changes). For a backend that keeps files in an object store, the
+    /// object's key.
     pub path: PathBuf,
     /// Its length.
     pub length: u64,
@@ -249,6 +297,25 @@ pub struct Committed {
     pub md5: Option<[u8; 16]>,
     /// The labels given at create.
     pub labels: BTreeMap<String, String>,
+}
+
+impl Committed {
+    /// A committed file's facts, for backends other than the local engine.
+    pub fn new(
+        path: PathBuf,
+        length: u64,
+        sha256: Sha256,
+        md5: Option<[u8; 16]>,
+        labels: BTreeMap<String, String>,
+    ) -> Committed {
+        Committed {
+            path,
+            length,
+            sha256,
+            md5,
+            labels,
+        }
+    }
 }
 
 /// How an open upload is verified at complete

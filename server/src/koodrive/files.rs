@@ -46,8 +46,7 @@ pub(super) async fn detail(
     let _ = read_body(body, state.settings.max_json_body).await?;
     let Path(file_id) = file_id.map_err(crate::path_error)?;
     let id: FileId = file_id.parse()?;
-    let (o, i) = (caller.owner.clone(), id.clone());
-    let c = state.blocking(move |e| e.get(&o, &i)).await?;
+    let c = state.backend.get(&caller.owner, &id).await?;
     let label = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
     Ok(success(DetailResponse {
         id: id.as_str(),
@@ -88,10 +87,9 @@ pub(super) async fn abort(
     body: Body,
 ) -> Result<Response, KooError> {
     let id = file_id_of(&state, body).await?;
-    let (o, i) = (caller.owner.clone(), id.clone());
-    // A repeated abort by the same owner succeeds (the engine remembers
+    // A repeated abort by the same owner succeeds (the backend remembers
     // it); another owner's upload reads as unknown (13000401).
-    state.blocking(move |e| e.abort(&o, &i)).await?;
+    state.backend.abort(&caller.owner, &id, None).await?;
     tracing::info!(file_id = %id, "upload aborted");
     Ok(success(Empty {}).into_response())
 }
@@ -120,8 +118,7 @@ pub(super) async fn list(
     body: Body,
 ) -> Result<Response, KooError> {
     let id = file_id_of(&state, body).await?;
-    let (o, i) = (caller.owner.clone(), id.clone());
-    let parts = state.blocking(move |e| e.parts(&o, &i)).await?;
+    let parts = state.backend.parts(&caller.owner, &id).await?;
     let multi_parts = parts
         .into_iter()
         .map(|p| ListedPart {

@@ -221,9 +221,9 @@ pub(super) async fn create(
         }
     };
     let max = if multipart {
-        state.engine.config().limits.max_file_size
+        state.backend.limits().max_file_size
     } else {
-        MAX_PUT_LENGTH.min(state.engine.config().limits.max_part_size)
+        MAX_PUT_LENGTH.min(state.backend.limits().max_part_size)
     };
     if req.length > max {
         return Err(ApiError::TooLarge(format!(
@@ -262,12 +262,9 @@ pub(super) async fn create(
 
     // Flash upload: the same bytes are already stored for this owner.
     if let Some(sha) = sha256 {
-        let (o, l, length) = (owner.clone(), labels.clone(), req.length);
         let hit = state
-            .blocking(move |e| match e.find_committed(&o, &sha, length) {
-                Some(src) => e.create_from(&o, &src, l).map(|(id, _)| Some(id)),
-                None => Ok(None),
-            })
+            .backend
+            .flash_copy(&owner, sha, req.length, labels.clone())
             .await?;
         if let Some(id) = hit {
             tracing::info!(file_id = %id, "flash upload");
@@ -296,14 +293,13 @@ pub(super) async fn create(
             hash_ctx: None,
         }]
     };
-    let plan = plans(&parts, state.engine.config().limits.max_part_size)?;
+    let plan = plans(&parts, state.backend.limits().max_part_size)?;
     let mut spec = FileSpec::default()
         .with_length(req.length)
         .with_plan(plan)
         .with_labels(labels);
     spec.sha256 = sha256;
-    let o = owner.clone();
-    let id = state.blocking(move |e| e.create(&o, spec)).await?;
+    let id = state.backend.create(&owner, spec).await?;
     tracing::info!(file_id = %id, length = req.length, multipart, "upload created");
     let echoed = parts
         .iter()
@@ -342,9 +338,8 @@ pub(super) async fn upload_urls(
     let bytes = read_body(body, state.settings.max_json_body).await?;
     let req: UploadUrlRequest = parse_json(&bytes)?;
     let id: FileId = req.file_id.parse()?;
-    let plan = plans(&req.multi_parts, state.engine.config().limits.max_part_size)?;
-    let (o, i) = (caller.owner.clone(), id.clone());
-    state.blocking(move |e| e.plan_parts(&o, &i, &plan)).await?;
+    let plan = plans(&req.multi_parts, state.backend.limits().max_part_size)?;
+    state.backend.plan_parts(&caller.owner, &id, plan).await?;
     let echoed = req
         .multi_parts
         .iter()

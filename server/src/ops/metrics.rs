@@ -271,16 +271,10 @@ pub async fn complete(
     id: FileId,
     expected: Option<Sha256>,
 ) -> Result<Completion, ApiError> {
-    let engine = state.engine.clone();
-    let task = tokio::task::spawn_blocking(move || {
-        let mode = engine.upload_mode(&owner, &id);
-        let start = Instant::now();
-        let res = engine.complete(&owner, &id, expected);
-        (mode, start.elapsed(), res)
-    });
-    let (mode, took, res) = task
-        .await
-        .map_err(|e| ApiError::Internal(format!("engine task failed: {e}")))?;
+    let mode = state.backend.upload_mode(&owner, &id).await;
+    let start = Instant::now();
+    let res = state.backend.complete(&owner, &id, expected).await;
+    let took = start.elapsed();
     let m = &state.ops.metrics;
     let mode = match mode {
         Ok(Some(UploadMode::Chain)) => "chain",

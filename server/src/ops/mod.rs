@@ -184,10 +184,11 @@ async fn metrics_handler(AxState(state): AxState<State>, headers: HeaderMap) -> 
         .await
         .ok()
         .flatten();
+    let open = state.backend.open_upload_count().await.unwrap_or(0);
     let text = state
         .ops
         .metrics
-        .encode(state.engine.open_upload_count(), free);
+        .encode(open as usize, free);
     (
         [(
             header::CONTENT_TYPE,

@@ -212,3 +212,61 @@ pub fn report(results: &[(&'static str, CheckResult)]) -> (bool, Value) {
     let body = json!({"status": if ok { "ok" } else { "fail" }, "checks": checks});
     (ok, body)
 }
+
+/// The cluster backend's readiness checks: the database answers a query,
+/// the bucket answers a HEAD. Each waits at most [`CLUSTER_CHECK_TIMEOUT`].
+pub fn cluster_checks(cluster: &partseal_cluster::Cluster) -> Vec<Box<dyn ReadinessCheck>> {
+    vec![
+        Box::new(ClusterCheck {
+            cluster: cluster.clone(),
+            database: true,
+        }),
+        Box::new(ClusterCheck {
+            cluster: cluster.clone(),
+            database: false,
+        }),
+    ]
+}
+
+/// Longest a cluster readiness check waits for an answer.
+pub const CLUSTER_CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+
+struct ClusterCheck {
+    cluster: partseal_cluster::Cluster,
+    database: bool,
+}
+
+impl ReadinessCheck for ClusterCheck {
+    fn name(&self) -> &'static str {
+        if self.database {
+            "database"
+        } else {
+            "object_store"
+        }
+    }
+
+    fn check(&self) -> CheckResult {
+        // Checks run on the blocking pool, inside the runtime.
+        let Ok(handle) = tokio::runtime::Handle::try_current() else {
+            return CheckResult::fail("no runtime to run the check on");
+        };
+        let res = handle.block_on(async {
+            let check = async {
+                if self.database {
+                    self.cluster.check_database().await
+                } else {
+                    self.cluster.check_object_store().await
+                }
+            };
+            tokio::time::timeout(CLUSTER_CHECK_TIMEOUT, check).await
+        });
+        match res {
+            Ok(Ok(())) => CheckResult::pass(),
+            Ok(Err(e)) => CheckResult::fail(e.to_string()),
+            Err(_) => CheckResult::fail(format!(
+                "no answer within {} s",
+                CLUSTER_CHECK_TIMEOUT.as_secs()
+            )),
+        }
+    }
+}
