@@ -173,9 +173,7 @@ impl Cluster {
             None
         };
 
-        let list: Vec<(u32, String)> = (1..=count)
-            .map(|n| (n, parts[&n].etag.clone()))
-            .collect();
+        let list: Vec<(u32, String)> = (1..=count).map(|n| (n, parts[&n].etag.clone())).collect();
         match self
             .inner
             .s3
@@ -255,11 +253,7 @@ impl Cluster {
         len: u64,
         mut fold: Fold,
     ) -> Result<Option<Fold>> {
-        let mut body = self
-            .inner
-            .s3
-            .get_range(&up.s3_key, offset, len)
-            .await?;
+        let mut body = self.inner.s3.get_range(&up.s3_key, offset, len).await?;
         let mut since = 0u64;
         let mut got = 0u64;
         while let Some(chunk) = body.try_next().await.map_err(|e| {
@@ -287,15 +281,23 @@ impl Cluster {
     /// upload (copied inside the store from the joined object) and the
     /// object is removed, so that the upload is open as before and a
     /// client can replace the bad parts.
-    async fn reopen(&self, up: &UploadRow, parts: &BTreeMap<u32, PartRow>, count: u32) -> Result<()> {
+    async fn reopen(
+        &self,
+        up: &UploadRow,
+        parts: &BTreeMap<u32, PartRow>,
+        count: u32,
+    ) -> Result<()> {
         let s3 = &self.inner.s3;
-        let new_id = s3.create_multipart(&up.s3_key).await?;
+        // A new key: some stores (Garage) drop the multipart uploads of a
+        // key when its object is deleted.
+        let key = format!("{}.{}", crate::file_key(&up.id), up.claim_fence);
+        let new_id = s3.create_multipart(&key).await?;
         let mut etags = Vec::with_capacity(count as usize);
         let mut at = 0u64;
         for n in 1..=count {
             let len = parts[&n].len;
             let etag = s3
-                .upload_part_copy(&up.s3_key, &new_id, n, &up.s3_key, at, len)
+                .upload_part_copy(&key, &new_id, n, &up.s3_key, at, len)
                 .await?;
             etags.push((n, etag));
             at += len;
@@ -304,14 +306,15 @@ impl Cluster {
         let tx = c.transaction().await.map_err(db_err)?;
         let moved = tx
             .execute(
-                "UPDATE uploads SET s3_upload_id = $3 WHERE id = $1 AND claim_fence = $2",
-                &[&up.id.as_str(), &up.claim_fence, &new_id],
+                "UPDATE uploads SET s3_key = $3, s3_upload_id = $4
+                 WHERE id = $1 AND claim_fence = $2",
+                &[&up.id.as_str(), &up.claim_fence, &key, &new_id],
             )
             .await
             .map_err(db_err)?;
         if moved == 0 {
             drop(tx);
-            let _ = s3.abort(&up.s3_key, &new_id).await;
+            let _ = s3.abort(&key, &new_id).await;
             return Err(Error::Conflict(
                 "another node took this complete over".into(),
             ));

@@ -220,7 +220,9 @@ impl UploadRow {
         }
         match self.state {
             State::Open => Ok(()),
-            State::Completing => Err(Error::Conflict("a complete of this upload is running".into())),
+            State::Completing => Err(Error::Conflict(
+                "a complete of this upload is running".into(),
+            )),
             State::Committed => Err(Error::Conflict("the upload is complete".into())),
             State::Aborted => Err(Error::NotFound),
         }

@@ -5,8 +5,7 @@ use std::path::PathBuf;
 
 use partseal::{
     Committed, Error, FileId, FileSpec, MAX_LABEL_LEN, MAX_LABELS, MAX_PARTS, OpenUpload, Owner,
-    ParseError, PartInfo, PartNumber, PartPlan, Result, Sha256, UploadMode, UploadStatus,
-    Verified,
+    ParseError, PartInfo, PartNumber, PartPlan, Result, Sha256, UploadMode, UploadStatus, Verified,
 };
 
 use crate::db::{self, db_err};
@@ -59,7 +58,12 @@ impl ObjectReader {
         len: u64,
     ) -> Result<impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + use<>>
     {
-        let body = self.cluster.inner.s3.get_range(&self.key, start, len).await?;
+        let body = self
+            .cluster
+            .inner
+            .s3
+            .get_range(&self.key, start, len)
+            .await?;
         Ok(futures_util::stream::unfold(body, |mut body| async move {
             body.next()
                 .await
@@ -150,7 +154,10 @@ impl Cluster {
         let merged = partseal::plan::merge(&old, parts, up.length, &self.inner.cfg.limits)?;
         let mode = Mode::of_plan(&merged);
         let has_parts = tx
-            .query_opt("SELECT 1 FROM parts WHERE upload_id = $1 LIMIT 1", &[&id.as_str()])
+            .query_opt(
+                "SELECT 1 FROM parts WHERE upload_id = $1 LIMIT 1",
+                &[&id.as_str()],
+            )
             .await
             .map_err(db_err)?
             .is_some();
@@ -461,9 +468,9 @@ fn part_infos(
                         is_last
                             && up.sha256.is_some()
                             && p.digest_if_last == up.sha256
-                            && plan.get(&p.n).is_some_and(|q| {
-                                up.length == Some(q.offset.unwrap_or(0) + q.size)
-                            })
+                            && plan
+                                .get(&p.n)
+                                .is_some_and(|q| up.length == Some(q.offset.unwrap_or(0) + q.size))
                     }
                 }
             };

@@ -4,7 +4,9 @@ use std::time::{Duration, SystemTime};
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, timeout::TimeoutConfig};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, timeout::TimeoutConfig,
+};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
@@ -38,9 +40,7 @@ where
     let unavailable = match &e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => true,
         SdkError::ResponseError(_) => true,
-        SdkError::ServiceError(_) => e
-            .raw_response()
-            .is_some_and(|r| r.status().as_u16() >= 500),
+        SdkError::ServiceError(_) => e.raw_response().is_some_and(|r| r.status().as_u16() >= 500),
         _ => false,
     };
     let detail = match e.as_service_error() {
@@ -89,6 +89,9 @@ impl Store {
             .region(Region::new(cfg.s3_region.clone()))
             .credentials_provider(creds)
             .force_path_style(true)
+            // Parts are proven by their SHA-256 links, not by a checksum
+            // the SDK would add as a trailer of a streamed body.
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(cfg.timeout)
@@ -121,8 +124,9 @@ impl Store {
             .send()
             .await
             .map_err(|e| s3_err("CreateMultipartUpload", e))?;
-        out.upload_id
-            .ok_or_else(|| Error::Unavailable("object store: CreateMultipartUpload gave no id".into()))
+        out.upload_id.ok_or_else(|| {
+            Error::Unavailable("object store: CreateMultipartUpload gave no id".into())
+        })
     }
 
     pub(crate) async fn upload_part(
@@ -169,10 +173,7 @@ impl Store {
         if len > 0 {
             req = req.copy_source_range(format!("bytes={}-{}", start, start + len - 1));
         }
-        let out = req
-            .send()
-            .await
-            .map_err(|e| s3_err("UploadPartCopy", e))?;
+        let out = req.send().await.map_err(|e| s3_err("UploadPartCopy", e))?;
         out.copy_part_result
             .and_then(|r| r.e_tag)
             .ok_or_else(|| Error::Unavailable("object store: UploadPartCopy gave no ETag".into()))
@@ -338,7 +339,9 @@ impl Store {
                 .map_err(|e| s3_err("ListObjectsV2", e))?;
             for o in page.contents() {
                 if let Some(k) = o.key() {
-                    let when = o.last_modified().and_then(|t| SystemTime::try_from(*t).ok());
+                    let when = o
+                        .last_modified()
+                        .and_then(|t| SystemTime::try_from(*t).ok());
                     out.push((k.to_owned(), when));
                 }
             }

@@ -88,9 +88,11 @@ impl Cluster {
                 tracing::warn!(file_id = %id, error = %e, "expiry: the object stays for the orphan scan");
             }
             tracing::info!(file_id = %id, idle_secs = idle as u64, "expired an idle upload");
-            report
-                .expired
-                .push(ExpiredUpload::new(fid, owner, Duration::from_secs_f64(idle.max(0.0))));
+            report.expired.push(ExpiredUpload::new(
+                fid,
+                owner,
+                Duration::from_secs_f64(idle.max(0.0)),
+            ));
         }
         Ok(report)
     }

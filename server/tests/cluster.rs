@@ -105,7 +105,11 @@ impl TestCluster {
     }
 
     fn pid(&self, what: &str, i: usize) -> i32 {
-        let file = self.dir.path().join("pids").join(format!("{what}-{}.pid", i + 1));
+        let file = self
+            .dir
+            .path()
+            .join("pids")
+            .join(format!("{what}-{}.pid", i + 1));
         std::fs::read_to_string(&file)
             .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
             .trim()
@@ -151,7 +155,10 @@ impl TestCluster {
             .output()
             .unwrap();
         let bin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let toml = self.dir.path().join(format!("garage-{}/garage.toml", i + 1));
+        let toml = self
+            .dir
+            .path()
+            .join(format!("garage-{}/garage.toml", i + 1));
         let child = Command::new(bin)
             .arg("-c")
             .arg(toml)
@@ -171,10 +178,20 @@ impl TestCluster {
     fn psql(&self, sql: &str) -> String {
         let bin = Path::new(self.info["pg_bin"].as_str().unwrap()).join("psql");
         let out = Command::new(bin)
-            .args(["-At", "-d", self.info["postgres"].as_str().unwrap(), "-c", sql])
+            .args([
+                "-At",
+                "-d",
+                self.info["postgres"].as_str().unwrap(),
+                "-c",
+                sql,
+            ])
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
@@ -183,7 +200,13 @@ impl TestCluster {
         let status = Command::new("runuser")
             .args(["-u", "postgres", "--"])
             .arg(bin)
-            .args(["-D", self.info["pgdata"].as_str().unwrap(), "-w", "-m", "fast"])
+            .args([
+                "-D",
+                self.info["pgdata"].as_str().unwrap(),
+                "-w",
+                "-m",
+                "fast",
+            ])
             .arg("-l")
             .arg(self.dir.path().join("pg.log"))
             .arg(action)
@@ -312,7 +335,12 @@ impl TestCluster {
     }
 
     async fn get_bytes(&self, url: &str, i: usize) -> (u16, Vec<u8>) {
-        let resp = self.http.get(on_node(url, &self.node(i))).send().await.unwrap();
+        let resp = self
+            .http
+            .get(on_node(url, &self.node(i)))
+            .send()
+            .await
+            .unwrap();
         let status = resp.status().as_u16();
         (status, resp.bytes().await.unwrap().to_vec())
     }
@@ -355,6 +383,18 @@ impl TestCluster {
 
 impl Drop for TestCluster {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // What the nodes logged, for the failure's reader.
+            for i in 0..self.node_count() {
+                let log = self.dir.path().join(format!("node-{}.log", i + 1));
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                eprintln!("--- {} (last lines)", log.display());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
         if let Err(e) = down(self.dir.path()) {
             eprintln!("scripts/cluster.sh down: {e}");
         }
@@ -379,10 +419,33 @@ fn http_status(url: &str) -> Option<u16> {
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
     let mut s = std::net::TcpStream::connect(host).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut head = [0u8; 12];
     s.read_exact(&mut head).ok()?;
     std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// Whether node `i`'s `/readyz` answers `status` within 10 s (its checks
+/// are cached for a second).
+async fn becomes(c: &TestCluster, i: usize, status: u16) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        let got = c
+            .http
+            .get(format!("{}/readyz", c.node(i)))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        if got.ok() == Some(status) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
 }
 
 fn kill9(pid: i32) {
@@ -461,7 +524,9 @@ async fn any_node_serves_any_request_of_either_api() {
         let (status, etag) = c.put(&urls[k], k % 3, chunks[k].to_vec()).await;
         assert_eq!(status, 200, "part {}: {etag}", k + 1);
     }
-    let (status, v) = c.koo(2, "files/multipart/list", json!({"fileId": id})).await;
+    let (status, v) = c
+        .koo(2, "files/multipart/list", json!({"fileId": id}))
+        .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["multiParts"].as_array().unwrap().len(), 6);
     assert!(
@@ -487,7 +552,10 @@ async fn any_node_serves_any_request_of_either_api() {
         .send()
         .await
         .unwrap();
-    assert_eq!(obj.body.collect().await.unwrap().into_bytes().to_vec(), bytes);
+    assert_eq!(
+        obj.body.collect().await.unwrap().into_bytes().to_vec(),
+        bytes
+    );
 
     // Flash upload on node 3: the same bytes are known.
     let (status, v) = c
@@ -505,9 +573,13 @@ async fn any_node_serves_any_request_of_either_api() {
 
     // Abort on another node than the create's; list then refuses.
     let (id2, _) = c.koo_create(1, &data(2 * PART, 2), PART).await;
-    let (status, v) = c.koo(2, "files/multipart/abort", json!({"fileId": id2})).await;
+    let (status, v) = c
+        .koo(2, "files/multipart/abort", json!({"fileId": id2}))
+        .await;
     assert_eq!(status, 200, "{v}");
-    let (status, v) = c.koo(0, "files/multipart/list", json!({"fileId": id2})).await;
+    let (status, v) = c
+        .koo(0, "files/multipart/list", json!({"fileId": id2}))
+        .await;
     assert_eq!((status, v["code"].as_i64()), (400, Some(13000401)), "{v}");
 
     // MetaStudio, stream mode with MD5: create on node 2, segments to nodes
@@ -518,9 +590,11 @@ async fn any_node_serves_any_request_of_either_api() {
             1,
             "POST",
             "large-files",
-            Some(json!({"file_name": "big.mp4", "file_size": seg.len(), "file_type": "MP4",
+            Some(
+                json!({"file_name": "big.mp4", "file_size": seg.len(), "file_type": "MP4",
                         "asset_id": "a", "asset_file_category": "MAIN",
-                        "file_multipart_count": 3})),
+                        "file_multipart_count": 3}),
+            ),
         )
         .await;
     assert_eq!(status, 200, "{v}");
@@ -538,7 +612,12 @@ async fn any_node_serves_any_request_of_either_api() {
         assert_eq!(status, 200, "{e}");
     }
     let (status, v) = c
-        .mss(0, "POST", &format!("files/{mid}/complete"), Some(json!({"state": "CREATED"})))
+        .mss(
+            0,
+            "POST",
+            &format!("files/{mid}/complete"),
+            Some(json!({"state": "CREATED"})),
+        )
         .await;
     assert_eq!(status, 200, "{v}");
     let (status, v) = c.mss(2, "GET", &format!("files/{mid}"), None).await;
@@ -571,7 +650,10 @@ async fn a_bad_replacement_never_overwrites_an_acknowledged_part() {
     bad[PART - 1] ^= 1;
     let (status, body) = c.put(&urls[1], 2, bad).await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("13000420") && body.contains("part 2"), "{body}");
+    assert!(
+        body.contains("13000420") && body.contains("part 2"),
+        "{body}"
+    );
     // A short replacement: refused too.
     let (status, body) = c.put(&urls[1], 1, chunks[1][..100].to_vec()).await;
     assert_eq!(status, 400, "{body}");
@@ -662,7 +744,10 @@ async fn a_crashed_completers_claim_is_taken_over_after_its_lease() {
     let (status, v) = c.complete(1, &id).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["alreadyCompleted"], false);
-    assert!(start.elapsed() >= Duration::from_millis(1500), "waited for the lease");
+    assert!(
+        start.elapsed() >= Duration::from_millis(1500),
+        "waited for the lease"
+    );
     assert_eq!(c.download(2, &id).await, bytes);
 
     // A completer that died after the store joined the parts: the next
@@ -670,11 +755,15 @@ async fn a_crashed_completers_claim_is_taken_over_after_its_lease() {
     let bytes = data(3 * PART + 5, 21);
     let (id, urls) = c.koo_create(0, &bytes, PART).await;
     for (k, chunk) in bytes.chunks(PART).enumerate() {
-        assert_eq!(c.put(&urls[k], k, chunk.to_vec()).await.0, 200);
+        assert_eq!(c.put(&urls[k], k % 3, chunk.to_vec()).await.0, 200);
     }
-    let upload_id = c.psql(&format!("SELECT s3_upload_id FROM uploads WHERE id = '{id}'"));
+    let upload_id = c.psql(&format!(
+        "SELECT s3_upload_id FROM uploads WHERE id = '{id}'"
+    ));
     let etags: Vec<String> = c
-        .psql(&format!("SELECT etag FROM parts WHERE upload_id = '{id}' ORDER BY n"))
+        .psql(&format!(
+            "SELECT etag FROM parts WHERE upload_id = '{id}' ORDER BY n"
+        ))
         .lines()
         .map(str::to_owned)
         .collect();
@@ -746,7 +835,10 @@ async fn a_crashed_completers_claim_is_taken_over_after_its_lease() {
                 format!("Bearer {}", c.user["token"].as_str().unwrap()),
             )
             .header("x-user-id", c.user["id"].as_str().unwrap())
-            .header("x-date", format_compact_date(time::OffsetDateTime::now_utc()))
+            .header(
+                "x-date",
+                format_compact_date(time::OffsetDateTime::now_utc()),
+            )
             .json(&json!({"fileId": id}));
         let pending = tokio::spawn(async move { req.send().await });
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
@@ -783,14 +875,18 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
     };
     // In order, each part to another node: the checkpoint follows.
     let bytes = data(4 * PART + 99, 40);
-    let (status, v) = c.koo(0, "files/create", create(&bytes, &sha_hex(&bytes))).await;
+    let (status, v) = c
+        .koo(0, "files/create", create(&bytes, &sha_hex(&bytes)))
+        .await;
     assert_eq!(status, 200, "{v}");
     let id = v["fileId"].as_str().unwrap().to_owned();
     let urls = urls_of(&v);
     for (k, chunk) in bytes.chunks(PART).enumerate() {
         assert_eq!(c.put(&urls[k], k % 3, chunk.to_vec()).await.0, 200);
         assert_eq!(
-            c.psql(&format!("SELECT ckpt_through FROM uploads WHERE id = '{id}'")),
+            c.psql(&format!(
+                "SELECT ckpt_through FROM uploads WHERE id = '{id}'"
+            )),
             (k + 1).to_string(),
             "the checkpoint covers parts 1..={}",
             k + 1
@@ -804,7 +900,9 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
     // Out of order: the checkpoint covers the prefix that arrived in order;
     // complete hashes the rest from the joined object.
     let bytes = data(4 * PART, 41);
-    let (status, v) = c.koo(1, "files/create", create(&bytes, &sha_hex(&bytes))).await;
+    let (status, v) = c
+        .koo(1, "files/create", create(&bytes, &sha_hex(&bytes)))
+        .await;
     assert_eq!(status, 200, "{v}");
     let id = v["fileId"].as_str().unwrap().to_owned();
     let urls = urls_of(&v);
@@ -813,13 +911,17 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
         assert_eq!(c.put(&urls[k], k % 3, chunks[k].to_vec()).await.0, 200);
     }
     assert_eq!(
-        c.psql(&format!("SELECT ckpt_through FROM uploads WHERE id = '{id}'")),
+        c.psql(&format!(
+            "SELECT ckpt_through FROM uploads WHERE id = '{id}'"
+        )),
         "1"
     );
     // A replacement of part 1 moves the checkpoint back.
     assert_eq!(c.put(&urls[0], 2, chunks[0].to_vec()).await.0, 200);
     assert_eq!(
-        c.psql(&format!("SELECT ckpt_through FROM uploads WHERE id = '{id}'")),
+        c.psql(&format!(
+            "SELECT ckpt_through FROM uploads WHERE id = '{id}'"
+        )),
         "0"
     );
     let (status, v) = c.complete(0, &id).await;
@@ -829,7 +931,9 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
     // A wrong part found at complete: refused, the upload stays open with
     // its parts, and the replaced part completes it.
     let bytes = data(3 * PART, 42);
-    let (status, v) = c.koo(2, "files/create", create(&bytes, &sha_hex(&bytes))).await;
+    let (status, v) = c
+        .koo(2, "files/create", create(&bytes, &sha_hex(&bytes)))
+        .await;
     assert_eq!(status, 200, "{v}");
     let id = v["fileId"].as_str().unwrap().to_owned();
     let urls = urls_of(&v);
@@ -841,7 +945,9 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
     assert_eq!(c.put(&urls[0], 2, chunks[0].to_vec()).await.0, 200);
     let (status, v) = c.complete(0, &id).await;
     assert_eq!((status, v["code"].as_i64()), (400, Some(13000402)), "{v}");
-    let (status, v) = c.koo(1, "files/multipart/list", json!({"fileId": id})).await;
+    let (status, v) = c
+        .koo(1, "files/multipart/list", json!({"fileId": id}))
+        .await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(v["multiParts"].as_array().unwrap().len(), 3);
     assert_eq!(c.put(&urls[1], 2, chunks[1].to_vec()).await.0, 200);
@@ -856,18 +962,34 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
             0,
             "POST",
             "files",
-            Some(json!({"file_name": "a.mp4", "file_size": seg.len(), "file_type": "MP4",
+            Some(
+                json!({"file_name": "a.mp4", "file_size": seg.len(), "file_type": "MP4",
                         "asset_id": "a", "asset_file_category": "MAIN",
-                        "file_md5": md5_b64(b"something else")})),
+                        "file_md5": md5_b64(b"something else")}),
+            ),
         )
         .await;
     assert_eq!(status, 200, "{v}");
     let mid = v["file_id"].as_str().unwrap().to_owned();
-    assert_eq!(c.put(v["upload_url"].as_str().unwrap(), 1, seg.clone()).await.0, 200);
+    assert_eq!(
+        c.put(v["upload_url"].as_str().unwrap(), 1, seg.clone())
+            .await
+            .0,
+        200
+    );
     let (status, v) = c
-        .mss(2, "POST", &format!("files/{mid}/complete"), Some(json!({"state": "CREATED"})))
+        .mss(
+            2,
+            "POST",
+            &format!("files/{mid}/complete"),
+            Some(json!({"state": "CREATED"})),
+        )
         .await;
-    assert_eq!((status, v["error_code"].as_str()), (400, Some("MSS.10001020")), "{v}");
+    assert_eq!(
+        (status, v["error_code"].as_str()),
+        (400, Some("MSS.10001020")),
+        "{v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -902,7 +1024,9 @@ async fn a_node_killed_mid_part_loses_nothing_acknowledged() {
         assert_ne!(resp.status().as_u16(), 200);
     }
     // Nothing of the cut part is recorded; the acknowledged part is intact.
-    let (status, v) = c.koo(2, "files/multipart/list", json!({"fileId": id})).await;
+    let (status, v) = c
+        .koo(2, "files/multipart/list", json!({"fileId": id}))
+        .await;
     assert_eq!(status, 200, "{v}");
     let listed: Vec<u64> = v["multiParts"]
         .as_array()
@@ -946,8 +1070,10 @@ async fn a_postgresql_restart_answers_503_and_service_resumes() {
     assert_eq!(status, 503, "{body}");
     let (status, v) = c.complete(0, &id).await;
     assert_eq!(status, 503, "{v}");
-    let ready = reqwest::get(format!("{}/readyz", c.node(0))).await.unwrap();
-    assert_eq!(ready.status().as_u16(), 503);
+    assert!(
+        becomes(&c, 0, 503).await,
+        "/readyz says the database is down"
+    );
     c.pg_ctl("start");
     // The same node processes, no restart: service resumes.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -978,9 +1104,15 @@ async fn an_unreachable_object_store_answers_503_and_records_nothing() {
     let (status, body) = c.put(&urls[1], 2, bytes[PART..].to_vec()).await;
     assert_eq!(status, 503, "{body}");
     assert!(body.contains("13000424"), "{body}");
-    let (status, v) = c.koo(1, "files/multipart/list", json!({"fileId": id})).await;
+    let (status, v) = c
+        .koo(1, "files/multipart/list", json!({"fileId": id}))
+        .await;
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["multiParts"].as_array().unwrap().len(), 1, "no record of part 2");
+    assert_eq!(
+        v["multiParts"].as_array().unwrap().len(),
+        1,
+        "no record of part 2"
+    );
     let (status, v) = c
         .koo(
             1,
@@ -989,8 +1121,7 @@ async fn an_unreachable_object_store_answers_503_and_records_nothing() {
         )
         .await;
     assert_eq!(status, 503, "{v}");
-    let ready = reqwest::get(format!("{}/readyz", c.node(2))).await.unwrap();
-    assert_eq!(ready.status().as_u16(), 503);
+    assert!(becomes(&c, 2, 503).await, "/readyz says the store is down");
     // The store comes back: the upload goes on.
     let mut child = c.restart_garage(0);
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1075,7 +1206,9 @@ async fn the_sweep_expires_idle_uploads_and_cleans_orphans() {
         .await
         .unwrap();
     let (lost, _) = c.koo_create(1, &data(PART, 91), PART).await;
-    let lost_upload = c.psql(&format!("SELECT s3_upload_id FROM uploads WHERE id = '{lost}'"));
+    let lost_upload = c.psql(&format!(
+        "SELECT s3_upload_id FROM uploads WHERE id = '{lost}'"
+    ));
     s3.abort_multipart_upload()
         .bucket(&bucket)
         .key(format!("files/{lost}"))
@@ -1093,7 +1226,9 @@ async fn the_sweep_expires_idle_uploads_and_cleans_orphans() {
 
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {
-        let _ = c.koo(0, "files/multipart/list", json!({"fileId": busy})).await;
+        let _ = c
+            .koo(0, "files/multipart/list", json!({"fileId": busy}))
+            .await;
         let _ = c.put(&burls[0], 0, busy_bytes[..PART].to_vec()).await;
         let uploads = s3
             .list_multipart_uploads()
@@ -1101,7 +1236,10 @@ async fn the_sweep_expires_idle_uploads_and_cleans_orphans() {
             .send()
             .await
             .unwrap();
-        let stray_alive = uploads.uploads().iter().any(|u| u.upload_id() == Some(&stray));
+        let stray_alive = uploads
+            .uploads()
+            .iter()
+            .any(|u| u.upload_id() == Some(&stray));
         let objects = s3
             .list_objects_v2()
             .bucket(&bucket)
@@ -1129,11 +1267,16 @@ async fn the_sweep_expires_idle_uploads_and_cleans_orphans() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     // What the sweep left is answered as gone; the busy upload completes.
-    let (status, v) = c.koo(1, "files/multipart/list", json!({"fileId": idle})).await;
+    let (status, v) = c
+        .koo(1, "files/multipart/list", json!({"fileId": idle}))
+        .await;
     assert_eq!((status, v["code"].as_i64()), (400, Some(13000401)), "{v}");
     let (status, v) = c.koo(0, &format!("files/{gone}/detail"), json!({})).await;
     assert_eq!((status, v["code"].as_i64()), (400, Some(13000401)), "{v}");
-    assert_eq!(c.put(&burls[1], 1, busy_bytes[PART..].to_vec()).await.0, 200);
+    assert_eq!(
+        c.put(&burls[1], 1, busy_bytes[PART..].to_vec()).await.0,
+        200
+    );
     let (status, v) = c.complete(1, &busy).await;
     assert_eq!(status, 200, "{v}");
     // The idle upload's multipart upload is gone from the store too.
@@ -1186,6 +1329,9 @@ fn cluster_flags_are_checked_before_anything_starts() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cluster mode") && err.contains("database"), "{err}");
+    assert!(
+        err.contains("cluster mode") && err.contains("database"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }

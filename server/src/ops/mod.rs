@@ -185,10 +185,7 @@ async fn metrics_handler(AxState(state): AxState<State>, headers: HeaderMap) -> 
         .ok()
         .flatten();
     let open = state.backend.open_upload_count().await.unwrap_or(0);
-    let text = state
-        .ops
-        .metrics
-        .encode(open as usize, free);
+    let text = state.ops.metrics.encode(open as usize, free);
     (
         [(
             header::CONTENT_TYPE,
