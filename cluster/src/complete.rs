@@ -465,12 +465,10 @@ fn check_links(
             });
         }
     }
-    let digest = parts[&count]
-        .digest_if_last
-        .ok_or_else(|| Error::LinkMismatch {
-            part: count,
-            to: LinkEnd::FileDigest,
-        })?;
+    let digest = parts[&count].digest_if_last.ok_or(Error::LinkMismatch {
+        part: count,
+        to: LinkEnd::FileDigest,
+    })?;
     if let Some(e) = expected
         && *e != digest
     {

@@ -6,12 +6,9 @@
 
 use std::collections::BTreeMap;
 
-use axum::body::{Body, Bytes};
-use futures_util::TryStreamExt;
-
 use partseal::{
-    Committed, Completion, Engine, FileId, FileReader, FileSpec, Limits, Owner, PartInfo,
-    PartNumber, PartPlan, PartReceipt, Sha256, UploadMode, UploadStatus, Verified,
+    Committed, Completion, Engine, FileId, FileReader, FileSpec, Limits, Owner, PartInfo, PartPlan,
+    Sha256, UploadMode, UploadStatus,
 };
 use partseal_cluster::{Cluster, ObjectReader};
 
@@ -259,29 +256,4 @@ impl Backend {
             Backend::Cluster(c) => c.open_upload_count().await.ok(),
         }
     }
-
-    /// Stores a part from a streamed request body: on the blocking pool
-    /// through `reader` for the local engine, straight from `body` to the
-    /// object store for the cluster.
-    pub async fn put_part_cluster(
-        cluster: &Cluster,
-        owner: &Owner,
-        id: &FileId,
-        number: PartNumber,
-        body: Body,
-        expected_len: Option<u64>,
-        content_md5: Option<[u8; 16]>,
-        counter: prometheus_client::metrics::counter::Counter,
-    ) -> Result<PartReceipt, partseal::Error> {
-        let stream = body.into_data_stream().map_ok(move |b: Bytes| {
-            counter.inc_by(b.len() as u64);
-            b
-        });
-        cluster
-            .put_part(owner, id, number, stream, expected_len, content_md5)
-            .await
-    }
 }
-
-/// Facts of a verified file, as both backends give them.
-pub type File = Verified;

@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::put;
 
+use futures_util::TryStreamExt;
 use partseal::{FileId, Owner, PartNumber};
 
 use crate::auth::{AuthError, UploadGrant};
@@ -217,17 +218,13 @@ async fn receive(
             }
         }
         Backend::Cluster(cluster) => {
-            let res = Backend::put_part_cluster(
-                cluster,
-                &owner,
-                &id,
-                number,
-                body,
-                expected_len,
-                md5,
-                received,
-            )
-            .await;
+            let stream = body.into_data_stream().map_ok(move |b| {
+                received.inc_by(b.len() as u64);
+                b
+            });
+            let res = cluster
+                .put_part(&owner, &id, number, stream, expected_len, md5)
+                .await;
             drop(permit);
             match res {
                 Err(partseal::Error::DigestMismatch {

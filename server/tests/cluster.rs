@@ -39,6 +39,9 @@ struct TestCluster {
     info: Value,
     http: reqwest::Client,
     user: Value,
+    /// Processes restarted by the test: `down` stops them (their PIDs are
+    /// in `pids/`), and they are waited for after.
+    restarted: std::sync::Mutex<Vec<Child>>,
 }
 
 struct Setup<'a> {
@@ -93,6 +96,7 @@ impl TestCluster {
                 .build()
                 .unwrap(),
             user: creds["users"][0].clone(),
+            restarted: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -123,15 +127,15 @@ impl TestCluster {
     }
 
     /// Starts node `i` again with its command line, port and environment.
-    fn restart_node(&self, i: usize) -> Child {
+    fn restart_node(&self, i: usize) {
         let cmd = self.dir.path().join(format!("node-{}.cmd", i + 1));
         let child = Command::new("bash")
             .arg(cmd)
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
+        self.restarted.lock().unwrap().push(child);
         self.wait_ready(i);
-        child
     }
 
     fn wait_ready(&self, i: usize) {
@@ -148,7 +152,7 @@ impl TestCluster {
 
     /// Starts Garage node `i` again from its configuration; its PID goes
     /// where `down` finds it.
-    fn restart_garage(&self, i: usize) -> Child {
+    fn restart_garage(&self, i: usize) {
         let out = Command::new("bash")
             .arg(repo().join("scripts/install-garage.sh"))
             .stderr(Stdio::null())
@@ -172,7 +176,7 @@ impl TestCluster {
             child.id().to_string(),
         )
         .unwrap();
-        child
+        self.restarted.lock().unwrap().push(child);
     }
 
     fn psql(&self, sql: &str) -> String {
@@ -397,6 +401,10 @@ impl Drop for TestCluster {
         }
         if let Err(e) = down(self.dir.path()) {
             eprintln!("scripts/cluster.sh down: {e}");
+        }
+        for mut child in self.restarted.lock().unwrap().drain(..) {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
@@ -848,7 +856,7 @@ async fn a_crashed_completers_claim_is_taken_over_after_its_lease() {
         assert_eq!(status, 200, "round {round}: {v}");
         assert_eq!(v["sha256"], sha_hex(&bytes));
         assert_eq!(c.download(2, &id).await, bytes);
-        let _child = c.restart_node(0);
+        c.restart_node(0);
     }
 }
 
@@ -1123,7 +1131,7 @@ async fn an_unreachable_object_store_answers_503_and_records_nothing() {
     assert_eq!(status, 503, "{v}");
     assert!(becomes(&c, 2, 503).await, "/readyz says the store is down");
     // The store comes back: the upload goes on.
-    let mut child = c.restart_garage(0);
+    c.restart_garage(0);
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (status, _) = c.put(&urls[1], 2, bytes[PART..].to_vec()).await;
@@ -1136,8 +1144,6 @@ async fn an_unreachable_object_store_answers_503_and_records_nothing() {
     let (status, v) = c.complete(0, &id).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(c.download(1, &id).await, bytes);
-    drop(c);
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -22,7 +22,7 @@ async fn expiring_server() -> TestServer {
     })
     .await;
     tokio::spawn(partseal_server::sweep::run(
-        s.state.engine.clone(),
+        s.state.backend.local().unwrap().clone(),
         std::future::pending(),
     ));
     s
