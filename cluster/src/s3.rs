@@ -148,7 +148,13 @@ impl Store {
             .body(body)
             .send()
             .await
-            .map_err(|e| s3_err("UploadPart", e))?;
+            .map_err(|e| match code_of(&e) {
+                // Joined or aborted meanwhile: the upload takes no parts.
+                Some("NoSuchUpload") => Error::Conflict(
+                    "the upload was completed or aborted while this part arrived".into(),
+                ),
+                _ => s3_err("UploadPart", e),
+            })?;
         out.e_tag
             .ok_or_else(|| Error::Unavailable("object store: UploadPart gave no ETag".into()))
     }

@@ -22,7 +22,11 @@ fn enabled(test: &str) -> bool {
     if std::env::var("PARTSEAL_CLUSTER_TESTS").as_deref() == Ok("1") {
         return true;
     }
-    eprintln!(
+    // Straight to stderr, past the test harness's capture: a skipped test
+    // says so even when it "passes".
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
         "SKIPPED cluster test {test}: set PARTSEAL_CLUSTER_TESTS=1 with PostgreSQL and Garage \
          installed (bash .ci/run does) to run it"
     );
