@@ -10,6 +10,9 @@
 # Environment:
 #   GARAGE_NODES         Garage nodes (default 1); the replication factor equals
 #                        it, so 3 gives replication_factor = 3
+#   GARAGE_FSYNC         1: Garage fsyncs data and metadata before answering
+#                        (data_fsync, metadata_fsync); default 0, Garage's own
+#                        default, which leaves durability to replication
 #   PARTSEAL_SERVER_BIN  partseal-server binary (default target/release/
 #                        partseal-server of this repository, built if missing)
 #   PARTSEAL_NODE_ARGS   extra flags for every node, split on whitespace
@@ -46,11 +49,32 @@ usage() {
 
 # N distinct free TCP ports on 127.0.0.1, one per line. All sockets are held
 # open until every port is chosen, so the ports differ from each other.
+# The ports come from below the kernel's ephemeral range: a process started
+# again on its old port would otherwise find it taken, now and then, by some
+# outgoing connection the kernel gave that port as its source.
 free_ports() {
   python3 - "$1" <<'EOF'
-import socket, sys
+import random, socket, sys
+want = int(sys.argv[1])
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+except (OSError, ValueError, IndexError):
+    low = 32768
+candidates = list(range(10000, low)) if low > 11000 else []
+random.shuffle(candidates)
 socks = []
-for _ in range(int(sys.argv[1])):
+for port in candidates:
+    if len(socks) == want:
+        break
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    socks.append(s)
+while len(socks) < want:
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
     socks.append(s)
@@ -268,6 +292,8 @@ up_garage() {
   garage_pids=()
   garage_endpoints=()
   local confs=() logs=()
+  local fsync=false
+  [[ "${GARAGE_FSYNC:-0}" == 1 ]] && fsync=true
 
   for ((k = 1; k <= count; k++)); do
     local gdir="$dir/garage-$k"
@@ -278,6 +304,8 @@ metadata_dir = "$gdir/meta"
 data_dir = "$gdir/data"
 db_engine = "lmdb"
 replication_factor = $count
+data_fsync = $fsync
+metadata_fsync = $fsync
 
 rpc_bind_addr = "127.0.0.1:$rpc"
 rpc_public_addr = "127.0.0.1:$rpc"

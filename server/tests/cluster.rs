@@ -132,6 +132,14 @@ impl TestCluster {
 
     /// Starts node `i` again with its command line, port and environment.
     fn restart_node(&self, i: usize) {
+        // A killed process's leader turns zombie before its other threads
+        // have exited and closed its sockets: wait until the port is free.
+        let addr = self.node(i).trim_start_matches("http://").to_owned();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpListener::bind(&addr).is_err() {
+            assert!(Instant::now() < deadline, "{addr} still taken");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let cmd = self.dir.path().join(format!("node-{}.cmd", i + 1));
         let child = Command::new("bash")
             .arg(cmd)
@@ -274,8 +282,11 @@ impl TestCluster {
             )
             .json(&body)
             .send()
-            .await
-            .unwrap();
+            .await;
+        // A node that is down answers nothing: status 0.
+        let Ok(resp) = resp else {
+            return (0, Value::Null);
+        };
         let status = resp.status().as_u16();
         (status, resp.json().await.unwrap_or(Value::Null))
     }
@@ -331,8 +342,10 @@ impl TestCluster {
             .put(on_node(url, &self.node(i)))
             .body(bytes)
             .send()
-            .await
-            .unwrap();
+            .await;
+        let Ok(resp) = resp else {
+            return (0, String::new());
+        };
         let status = resp.status().as_u16();
         let etag = resp
             .headers()
@@ -466,6 +479,21 @@ fn kill9(pid: i32) {
         .status()
         .unwrap();
     assert!(st.success(), "kill -9 {pid}");
+    // The signal is delivered at once, the death comes a little later: wait
+    // until the process is gone from /proc or a zombie.
+    let stat = format!("/proc/{pid}/stat");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = std::fs::read_to_string(&stat)
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| r.chars().next()))
+            .flatten();
+        if matches!(state, None | Some('Z') | Some('X')) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{pid} survived kill -9");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// `url` with its scheme and authority replaced by `base`'s.
@@ -1344,4 +1372,137 @@ fn cluster_flags_are_checked_before_anything_starts() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Uploads through 3 nodes while a killer kill -9's a random node every few
+/// hundred milliseconds and starts it again. Clients retry a failed call on
+/// another node, as behind a load balancer. In the end every upload is
+/// committed exactly once with its bytes, and no part a client was told is
+/// stored went missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_survive_nodes_killed_at_random() {
+    if !enabled("uploads_survive_nodes_killed_at_random") {
+        return;
+    }
+    let uploads: usize = std::env::var("PARTSEAL_CLUSTER_SOAK_UPLOADS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(24);
+    let c = std::sync::Arc::new(TestCluster::up(Setup {
+        node_args: "--claim-lease-secs 2",
+        ..Setup::default()
+    }));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let kills = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let killer = {
+        let (c, stop, kills) = (c.clone(), stop.clone(), kills.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut seed = 7u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                std::thread::sleep(Duration::from_millis(200 + (seed >> 33) % 400));
+                let victim = (seed >> 40) as usize % 3;
+                c.kill_node(victim);
+                kills.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                c.restart_node(victim);
+            }
+        })
+    };
+    let mut tasks = Vec::new();
+    for u in 0..uploads {
+        let c = c.clone();
+        tasks.push(tokio::spawn(async move {
+            let bytes = data(8 * PART + u * 1000, 100 + u as u64);
+            let chain = u % 2 == 0;
+            let plan: Vec<Value> = if chain {
+                chain_parts(&bytes, PART)
+            } else {
+                bytes
+                    .chunks(PART)
+                    .enumerate()
+                    .map(|(i, p)| json!({"partNumber": i + 1, "partSize": p.len()}))
+                    .collect()
+            };
+            let body = json!({"fileName": "soak.bin", "fileType": "45", "length": bytes.len(),
+                              "sha256": sha_hex(&bytes), "uploadMode": "multipart",
+                              "multiParts": plan});
+            let v = retry(|n| c.koo(n, "files/create", body.clone())).await;
+            let id = v["fileId"].as_str().unwrap().to_owned();
+            let urls: Vec<String> = v["multiParts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
+                .collect();
+            for (k, chunk) in bytes.chunks(PART).enumerate() {
+                let mut n = u + k;
+                loop {
+                    let (status, _) = c.put(&urls[k], n % 3, chunk.to_vec()).await;
+                    if status == 200 {
+                        break;
+                    }
+                    n += 1;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            let done = retry(|n| c.koo(n, "files/complete", json!({"fileId": id}))).await;
+            assert_eq!(done["sha256"], sha_hex(&bytes), "{done}");
+            (id, bytes)
+        }));
+    }
+    let mut files = Vec::new();
+    for t in tasks {
+        files.push(t.await.unwrap());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    killer.await.unwrap();
+    for i in 0..3 {
+        c.wait_ready(i);
+    }
+    for (i, (id, bytes)) in files.iter().enumerate() {
+        assert_eq!(&c.download(i % 3, id).await, bytes, "file {id}");
+        // Exactly one commit: one file row, and a repeated complete says so.
+        let (status, v) = c.complete((i + 1) % 3, id).await;
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["alreadyCompleted"], true, "{v}");
+    }
+    assert_eq!(
+        c.psql("SELECT count(*) FROM files"),
+        uploads.to_string(),
+        "one file per upload"
+    );
+    let _ = writeln_stderr(&format!(
+        "soak: {uploads} uploads, {} node kills, every file committed once and intact",
+        kills.load(std::sync::atomic::Ordering::Relaxed)
+    ));
+}
+
+fn writeln_stderr(line: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    writeln!(std::io::stderr(), "{line}")
+}
+
+/// A call retried on the next node until it answers 200 (a killed node
+/// answers nothing, a node whose complete's claim is held answers after).
+async fn retry<F, Fut>(mut call: F) -> Value
+where
+    F: FnMut(usize) -> Fut,
+    Fut: std::future::Future<Output = (u16, Value)>,
+{
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut n = 0;
+    loop {
+        let (status, v) = call(n % 3).await;
+        if status == 200 {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node answered 200: {status} {v}"
+        );
+        n += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
