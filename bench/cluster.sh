@@ -56,6 +56,8 @@ cluster="$here/scripts/cluster.sh"
 # --- scratch -------------------------------------------------------------
 dir=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$dir"
+# PostgreSQL runs as its own user (when started as root): it must reach DIR/leg.
+chmod 755 "$dir"
 need_mib=4096
 [ -f "$dir/file.bin" ] && need_mib=$((need_mib - 1024))
 avail_mib=$(df -Pm "$dir" | awk 'NR == 2 { print $4 }')
