@@ -24,7 +24,10 @@
 # else) between runs; BENCH_DROP_CACHES=1 (root only) drops the page cache
 # before every leg and reads the test file back in; BENCH_PERF=FILE records
 # the server with `perf record -g` during the first chain leg;
-# GARAGE_BIN is where a Garage leg would go (not implemented: skipped);
+# GARAGE=1 (or GARAGE_BIN=PATH) adds a Garage leg: one Garage node started
+# by scripts/cluster.sh with data_fsync and metadata_fsync on, the same
+# parts sent with boto3 as a multipart upload with a client-computed
+# x-amz-checksum-sha256 per part (bench/cluster.py s3), then `sync`;
 # BENCH_PERF_LEG=stream profiles the stream leg instead; BENCH_INFLIGHT=0
 # skips the memory legs (64 part bodies in flight at once, chain and stream).
 set -euo pipefail
@@ -52,10 +55,16 @@ if ! "$nginx_bin" -V 2>&1 | grep -q -- --with-http_dav_module; then
   exit 2
 fi
 venv="$here/target/bench-venv"
+garage=0
+[ "${GARAGE:-0}" = 1 ] || [ -n "${GARAGE_BIN:-}" ] && garage=1
 if ! "$venv/bin/python" -c 'import requests' 2> /dev/null; then
   echo "installing requests into $venv..." >&2
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet requests
+fi
+if [ "$garage" = 1 ] && ! "$venv/bin/python" -c 'import boto3' 2> /dev/null; then
+  echo "installing boto3 into $venv..." >&2
+  "$venv/bin/pip" install --quiet boto3
 fi
 py="$venv/bin/python"
 client="$here/bench/ingest.py"
@@ -68,6 +77,8 @@ partseal="$here/target/release/partseal"
 # --- scratch -------------------------------------------------------------
 dir=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$dir"
+# PostgreSQL (started with Garage by scripts/cluster.sh) runs as its own user.
+[ "$garage" = 1 ] && chmod 755 "$dir"
 # The test file, one store (nginx's, or partseal's parts plus the merged
 # file in stream mode), and room to spare.
 need_mib=4096
@@ -80,8 +91,10 @@ fi
 
 pids=()
 results=$(mktemp)
+garage_up=""
 cleanup() {
   local pid
+  [ -n "$garage_up" ] && bash "$here/scripts/cluster.sh" down "$garage_up" 2> /dev/null || true
   for pid in "${pids[@]}"; do
     kill -TERM "$pid" 2> /dev/null || true
     wait "$pid" 2> /dev/null || true
@@ -237,6 +250,30 @@ run_inflight() {
   inflight_lines+=("$line")
 }
 
+# One Garage node (and the PostgreSQL cluster.sh starts beside it, unused),
+# fsyncing before it answers; boto3 straight to it.
+run_garage() {
+  local round=$1 up line cpu rss sync_s t0
+  up=$(GARAGE_FSYNC=1 bash "$here/scripts/cluster.sh" up "$dir/leg/garage" 0 2> "$dir/leg/garage-up.log") ||
+    { cat "$dir/leg/garage-up.log" >&2; exit 1; }
+  garage_up="$dir/leg/garage"
+  field() { "$py" -c 'import json, sys; print(json.load(sys.stdin)["s3"][sys.argv[1]])' "$1" <<< "$up"; }
+  line=$(AWS_ACCESS_KEY_ID=$(field access_key_id) AWS_SECRET_ACCESS_KEY=$(field secret_access_key) \
+    "$py" "$here/bench/cluster.py" s3 "$(field endpoint)" "$(field bucket)" "$(field region)" \
+    "$dir/file.bin" "$part_size" "$clients")
+  t0=$(date +%s.%N)
+  sync
+  sync_s=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.4f", b - a }')
+  cpu=$(ticks "$(cat "$dir/leg/garage/pids/garage-1.pid")")
+  rss=$(hwm "$(cat "$dir/leg/garage/pids/garage-1.pid")")
+  bash "$here/scripts/cluster.sh" down "$dir/leg/garage" 2> /dev/null
+  garage_up=""
+  line=$(awk -v s="$sync_s" '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    printf "create_s=%s upload_s=%s complete_s=%s sync_s=%s total_s=%.4f", v["create_s"], v["ingest_s"],
+      v["complete_s"], s, v["total_s"] + s }' <<< "$line")
+  echo "round=$round leg=garage $line rss_kib=$rss cpu_s=$(awk "BEGIN { print $cpu / $hz }")" | tee -a "$results" >&2
+}
+
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 echo "uptime before: $(uptime)" >&2
 for r in $(seq "$rounds"); do
@@ -244,6 +281,7 @@ for r in $(seq "$rounds"); do
   settle; run_nginx "$r"
   settle; run_partseal "$r" chain
   settle; run_partseal "$r" stream
+  if [ "$garage" = 1 ]; then settle; run_garage "$r"; fi
 done
 inflight_lines=()
 if [ "${BENCH_INFLIGHT:-1}" = 1 ]; then
@@ -275,7 +313,9 @@ print(f"{'leg':<8} {'total s':>8} {'GB/s':>6} {'vs nginx':>9} {'create s':>9} {'
       f" {'complete s':>11} {'sync s':>7} {'server CPU s':>13} {'peak RSS MiB':>13}")
 base = med("nginx", "total_s")
 
-for leg in ("nginx", "chain", "stream"):
+for leg in ("nginx", "chain", "stream", "garage"):
+    if leg not in legs:
+        continue
     t = med(leg, "total_s")
     rss = max(int(k["rss_kib"]) for k in legs[leg]) / 1024
     print(f"{leg:<8} {t:>8.3f} {size / t / 1e9:>6.2f} {base / t:>8.2f}x {med(leg, 'create_s'):>9.3f}"
@@ -288,6 +328,12 @@ for leg, target in (("chain", 0.8), ("stream", 0.7)):
     per_round = [float(n["total_s"]) / float(k["total_s"]) for n, k in zip(legs["nginx"], legs[leg])]
     print(f"{leg}/nginx: {ratio:.2f}x (per round {', '.join(f'{x:.2f}' for x in per_round)})"
           f"   [target >= {target}x: {'met' if ratio >= target else 'MISSED'}]")
+if "garage" in legs:
+    for leg in ("chain", "stream"):
+        ratio = med("garage", "total_s") / med(leg, "total_s")
+        per_round = [float(g["total_s"]) / float(k["total_s"]) for g, k in zip(legs["garage"], legs[leg])]
+        print(f"{leg}/garage (data_fsync=true): {ratio:.2f}x (per round {', '.join(f'{x:.2f}' for x in per_round)})"
+              f"   [target >= 2x: {'met' if ratio >= 2 else 'MISSED'}]")
 PY
 for line in "${inflight_lines[@]+"${inflight_lines[@]}"}"; do
   "$py" - "$line" <<'PY'
@@ -298,10 +344,6 @@ print(f"{kv['leg']}: {kv['bodies']} part bodies of 16 MiB in flight at once: ser
       f" then, peak {hwm:.1f} MiB   [target <= 128 MiB: {'met' if max(rss, hwm) <= 128 else 'MISSED'}]")
 PY
 done
-if [ -n "${GARAGE_BIN:-}" ]; then
-  echo "Garage: skipped: GARAGE_BIN is set, but this script has no Garage leg yet"
-else
-  echo "Garage: skipped: set GARAGE_BIN (no Garage leg implemented yet)"
-fi
+[ "$garage" = 1 ] || echo "Garage: skipped (GARAGE=1 adds it; the Garage binary is built once by scripts/install-garage.sh)"
 [ -n "$perf_out" ] && echo "perf profile of the first chain leg's server: $perf_out"
 exit 0

@@ -10,6 +10,8 @@
 # Environment:
 #   GARAGE_NODES         Garage nodes (default 1); the replication factor equals
 #                        it, so 3 gives replication_factor = 3
+#   GARAGE_BIN           the Garage binary (default: scripts/install-garage.sh's,
+#                        built once and cached)
 #   GARAGE_FSYNC         1: Garage fsyncs data and metadata before answering
 #                        (data_fsync, metadata_fsync); default 0, Garage's own
 #                        default, which leaves durability to replication
@@ -492,7 +494,7 @@ cmd_up() {
 
   # Binaries first: an install or build should not keep services waiting.
   pg_bin="$(bash "$here/install-postgres.sh")"
-  garage_bin="$(bash "$here/install-garage.sh")"
+  garage_bin="${GARAGE_BIN:-$(bash "$here/install-garage.sh")}"
   local server_bin=""
   if ((nodes > 0)); then server_bin="$(server_binary)"; fi
 
