@@ -12,11 +12,18 @@ use std::fs::File;
 use rayon::prelude::*;
 
 use crate::error::{Error, LinkEnd, Result};
-use crate::io::read_window;
+use crate::io::read_exact_at;
 use crate::midstate::{HashCtx, Midstate, Sha256};
 
-/// Bytes read per window while computing a link.
-const LINK_WINDOW: u64 = 8 << 20;
+/// Bytes read per `pread` while computing a link.
+///
+/// A link is read into one reused buffer rather than mapped: measured on
+/// `verify --plan` of 1 GiB in 64 parts, mapping with `MAP_POPULATE` spent
+/// about 8% of the time walking page tables, and a lazy mapping or this
+/// buffer (1 MiB, so it stays in the core's cache between the copy and the
+/// hash) took the same time without it. The buffer also keeps RSS flat and
+/// turns a part truncated meanwhile into an I/O error instead of `SIGBUS`.
+const LINK_READ: u64 = 1 << 20;
 
 /// What a link computes to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -48,18 +55,20 @@ pub struct LinkInput<'a> {
 /// [`Error::Io`] when the file cannot be read.
 pub fn compute_link(start: Midstate, file: &File, len: u64, last: bool) -> Result<LinkValue> {
     let mut mid = start;
+    let mut buf = vec![0u8; len.min(LINK_READ) as usize];
     let mut off = 0u64;
     while off < len {
-        let n = (len - off).min(LINK_WINDOW);
-        let chunk = read_window(file, off, n as usize).map_err(Error::io("part data"))?;
+        let n = (len - off).min(LINK_READ);
+        let chunk = &mut buf[..n as usize];
+        read_exact_at(file, chunk, off).map_err(Error::io("part data"))?;
         off += n;
         if off < len {
-            // LINK_WINDOW is a multiple of 64, so only the final window has a tail.
-            mid.fold(&chunk);
+            // LINK_READ is a multiple of 64, so only the final read has a tail.
+            mid.fold(chunk);
         } else if last {
-            return Ok(LinkValue::Digest(mid.finalize(&chunk)));
+            return Ok(LinkValue::Digest(mid.finalize(chunk)));
         } else {
-            let tail = mid.fold_prefix(&chunk);
+            let tail = mid.fold_prefix(chunk);
             if !tail.is_empty() {
                 return Err(Error::BadPlan(
                     "every part but the last must be a multiple of 64 bytes".into(),
@@ -117,4 +126,68 @@ pub fn verify_chain(links: &[LinkInput<'_>], expected: Option<&Sha256>) -> Resul
         }
     }
     unreachable!("the last link finalizes to a digest")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn file_of(bytes: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        f
+    }
+
+    /// Parts longer than one read, and a last part with a tail, chain to the
+    /// digest of the whole.
+    #[test]
+    fn links_spanning_several_reads_chain_to_the_digest() {
+        let data: Vec<u8> = (0..(5 * LINK_READ + 1000))
+            .map(|i| (i * 31 % 251) as u8)
+            .collect();
+        let cut = (3 * LINK_READ + 64 * 7) as usize;
+        let (a, b) = data.split_at(cut);
+        let (fa, fb) = (file_of(a), file_of(b));
+        let mut mid = Midstate::new();
+        mid.fold(a);
+        let links = [
+            LinkInput {
+                part: 1,
+                start: Midstate::new(),
+                file: &fa,
+                len: a.len() as u64,
+            },
+            LinkInput {
+                part: 2,
+                start: mid,
+                file: &fb,
+                len: b.len() as u64,
+            },
+        ];
+        let want = Sha256::digest(&data);
+        assert_eq!(verify_chain(&links, Some(&want)).unwrap(), want);
+        assert_eq!(
+            compute_link(Midstate::new(), &fa, a.len() as u64, false).unwrap(),
+            LinkValue::State(mid.ctx())
+        );
+    }
+
+    /// A part file shorter than its claimed length is an I/O error, not a
+    /// digest of whatever was there.
+    #[test]
+    fn a_part_shorter_than_its_length_is_an_io_error() {
+        let f = file_of(&[7u8; 4096]);
+        let err = compute_link(Midstate::new(), &f, LINK_READ + 64, false).unwrap_err();
+        assert!(matches!(err, Error::Io { .. }), "{err:?}");
+    }
+
+    /// A part that is not the last must be whole blocks.
+    #[test]
+    fn a_middle_part_with_a_tail_is_a_bad_plan() {
+        let f = file_of(&[1u8; 100]);
+        let err = compute_link(Midstate::new(), &f, 100, false).unwrap_err();
+        assert!(matches!(err, Error::BadPlan(_)), "{err:?}");
+    }
 }
