@@ -18,7 +18,10 @@
 # Environment: PYTHON (default python3); SCHEMATHESIS_SEED (default
 # 20251103); SCHEMATHESIS_REPORT_DIR: keep the JUnit and NDJSON reports and
 # the server log there (for `st replay`); SCHEMATHESIS_CHECKS: run these
-# checks instead (comma-separated).
+# checks instead (comma-separated); SCHEMATHESIS_SERVER_ARGS: more server
+# flags, split on spaces (the cluster flags, say, to fuzz a cluster node
+# started against `scripts/cluster.sh up DIR 0`; the S3 keys then come from
+# AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY as for any node).
 set -euo pipefail
 
 ST_VERSION=4.32.5
@@ -93,7 +96,9 @@ BIN=$TARGET/debug/partseal-server
 
 # 3. Start it on a free port (the kernel picks it) with a fresh store.
 : >"$work/server.out"
-"$BIN" --listen 127.0.0.1:0 --data "$work/data" >>"$work/server.out" 2>"$work/server.err" &
+read -r -a SERVER_ARGS <<<"${SCHEMATHESIS_SERVER_ARGS:-}"
+"$BIN" --listen 127.0.0.1:0 --data "$work/data" "${SERVER_ARGS[@]+"${SERVER_ARGS[@]}"}" \
+    >>"$work/server.out" 2>"$work/server.err" &
 server_pid=$!
 URL=
 for _ in $(seq 1 300); do

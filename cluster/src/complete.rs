@@ -173,13 +173,25 @@ impl Cluster {
             None
         };
 
-        let list: Vec<(u32, String)> = (1..=count).map(|n| (n, parts[&n].etag.clone())).collect();
-        match self
-            .inner
-            .s3
-            .complete(&up.s3_key, &up.s3_upload_id, &list)
-            .await?
-        {
+        // Empty parts are not in the store (see `put_part`).
+        let list: Vec<(u32, String)> = (1..=count)
+            .filter(|n| parts[n].len > 0)
+            .map(|n| (n, parts[&n].etag.clone()))
+            .collect();
+        let joined = if list.is_empty() {
+            // An empty file: a multipart upload needs at least one part, so
+            // the object is put empty and the multipart upload dropped
+            // (both repeatable, should a takeover do them again).
+            self.inner.s3.put_empty(&up.s3_key).await?;
+            self.inner.s3.abort(&up.s3_key, &up.s3_upload_id).await?;
+            Joined::Done
+        } else {
+            self.inner
+                .s3
+                .complete(&up.s3_key, &up.s3_upload_id, &list)
+                .await?
+        };
+        match joined {
             Joined::Done => {}
             Joined::NoSuchUpload => {
                 // An earlier claimant joined the parts and then died: the
@@ -296,6 +308,11 @@ impl Cluster {
         let mut at = 0u64;
         for n in 1..=count {
             let len = parts[&n].len;
+            if len == 0 {
+                // Empty parts stay out of the store.
+                etags.push((n, String::new()));
+                continue;
+            }
             let etag = s3
                 .upload_part_copy(&key, &new_id, n, &up.s3_key, at, len)
                 .await?;

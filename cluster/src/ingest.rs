@@ -177,6 +177,14 @@ impl Cluster {
         let store = self.clone();
         let (key, upload_id) = (up.s3_key.clone(), up.s3_upload_id.clone());
         let upload = tokio::spawn(async move {
+            if size == 0 {
+                // An empty part (an empty file's, or an empty last part)
+                // has no bytes to store, and stores refuse empty UploadParts
+                // (Garage does): it lives in its row only, with no ETag, and
+                // complete leaves it out of the store's part list.
+                drop(channel);
+                return Ok(String::new());
+            }
             let stream = aws_sdk_s3::primitives::ByteStream::from_body_1_x(channel);
             store
                 .inner

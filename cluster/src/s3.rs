@@ -228,6 +228,20 @@ impl Store {
         }
     }
 
+    /// Stores an empty object at `key` (an empty file's).
+    pub(crate) async fn put_empty(&self, key: &str) -> Result<()> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(0)
+            .body(ByteStream::from_static(b""))
+            .send()
+            .await
+            .map_err(|e| s3_err("PutObject", e))?;
+        Ok(())
+    }
+
     /// Aborts a multipart upload; one that is gone already is not an error.
     pub(crate) async fn abort(&self, key: &str, upload_id: &str) -> Result<()> {
         match self

@@ -702,6 +702,91 @@ async fn a_bad_replacement_never_overwrites_an_acknowledged_part() {
     assert_eq!(c.download(2, &id).await, bytes);
 }
 
+/// Empty parts have no bytes for the store, and stores refuse empty
+/// UploadParts (Garage does): an empty file and an empty last part still
+/// upload, complete and download as on one node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn empty_files_and_empty_last_parts_complete() {
+    if !enabled("empty_files_and_empty_last_parts_complete") {
+        return;
+    }
+    let c = TestCluster::up(Setup::default());
+
+    // An empty file in put mode: create on node 1, its one empty part to
+    // node 2, complete on node 3, download on node 1.
+    let (status, v) = c
+        .koo(
+            0,
+            "files/create",
+            json!({"fileName": "empty.bin", "fileType": "45", "length": 0}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["fileId"].as_str().unwrap().to_owned();
+    let url = v["uploadUrl"].as_str().unwrap().to_owned();
+    let (status, body) = c.put(&url, 1, Vec::new()).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, v) = c
+        .koo(
+            2,
+            "files/complete",
+            json!({"fileId": id, "sha256": sha_hex(b"")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        (v["sha256"].as_str(), v["length"].as_u64()),
+        (Some(sha_hex(b"").as_str()), Some(0)),
+        "{v}"
+    );
+    assert_eq!(v["alreadyCompleted"], false, "{v}");
+    assert!(c.download(0, &id).await.is_empty());
+    // A second complete on another node says so, with the same digest.
+    let (status, v) = c.complete(1, &id).await;
+    assert_eq!(
+        (status, v["alreadyCompleted"].as_bool()),
+        (200, Some(true)),
+        "{v}"
+    );
+
+    // Chain mode whose last part is empty: two parts of bytes, then part 3
+    // of 0 bytes starting from the state after both.
+    let bytes = data(2 * PART, 9);
+    let mut parts = chain_parts(&bytes, PART);
+    let mut mid = partseal::hazmat::Midstate::new();
+    mid.fold(&bytes);
+    parts.push(
+        json!({"partNumber": 3, "partSize": 0, "partOffset": bytes.len(),
+                      "hashCtx": mid.ctx().to_ints()}),
+    );
+    let (status, v) = c
+        .koo(
+            1,
+            "files/create",
+            json!({"fileName": "f.bin", "fileType": "45", "length": bytes.len(),
+                   "sha256": sha_hex(&bytes), "uploadMode": "multipart",
+                   "multiParts": parts}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["fileId"].as_str().unwrap().to_owned();
+    let urls: Vec<String> = v["multiParts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(urls.len(), 3, "{v}");
+    // The empty part first, then the others, each on another node.
+    assert_eq!(c.put(&urls[2], 0, Vec::new()).await.0, 200);
+    assert_eq!(c.put(&urls[1], 1, bytes[PART..].to_vec()).await.0, 200);
+    assert_eq!(c.put(&urls[0], 2, bytes[..PART].to_vec()).await.0, 200);
+    let (status, v) = c.complete(0, &id).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["sha256"], sha_hex(&bytes), "{v}");
+    assert_eq!(c.download(1, &id).await, bytes);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn eight_concurrent_completes_on_three_nodes_commit_once() {
     if !enabled("eight_concurrent_completes_on_three_nodes_commit_once") {
