@@ -323,6 +323,9 @@ fn ctx_then_verify_plan_round_trips_at_several_part_counts() {
         (64 * 6 + 1, 128),
         (1000, 64),
         ((9 << 20) + 100, 3 << 20),
+        // Parts of 5 MiB: checked through mapped windows (the last, shorter
+        // one through the read buffer).
+        ((13 << 20) + 100, 5 << 20),
     ] {
         let data = bytes(len, len as u64);
         let plan = ctx_plan(dir.path(), &data, part_size);
@@ -371,6 +374,25 @@ fn corrupted_part_exits_1_naming_that_part() {
     );
     assert!(o.stdout.is_empty());
     assert!(!dir.path().join("merged").exists());
+}
+
+/// A byte changed deep in a part that is checked through mapped windows
+/// (past the first window) is found and the part named.
+#[test]
+fn corrupted_mapped_part_exits_1_naming_that_part() {
+    let dir = TempDir::new().unwrap();
+    let data = bytes(3 * (10 << 20), 21);
+    let plan = ctx_plan(dir.path(), &data, 10 << 20);
+    let parts = write_even_parts(dir.path(), &data, 10 << 20);
+    flip_byte(&dir.path().join(&parts[1]), (5 << 20) + 3);
+    let plan_file = write_plan(dir.path(), &plan);
+    let o = partseal(&verify_args(&["--plan", &plan_file], &parts), dir.path());
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("part 2 does not lead to part 3's declared hashCtx"),
+        "stderr: {err}"
+    );
 }
 
 #[test]
