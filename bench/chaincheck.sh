@@ -5,7 +5,14 @@
 # print the check's speed as a share of the two-core limit, 2x openssl's
 # one-core speed measured in the same run.
 #
-#   bench/chaincheck.sh            ROUNDS=5 by default; BENCH_DIR keeps the file
+# The parts are checked in two page-cache layouts, alternated in each round:
+#   large  each part written with one 16 MiB write (as the server's part
+#          writer or a download writes them): the page cache holds them in
+#          large folios (2 MiB where the kernel and file system allow it);
+#   small  the parts cut by split(1) in small writes: 4-16 KiB folios.
+#
+#   bench/chaincheck.sh            ROUNDS=5 by default; BENCH_DIR keeps the 1 GiB file
+#   LAYOUTS=large bench/chaincheck.sh
 set -euo pipefail
 rounds=${ROUNDS:-5}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,9 +29,26 @@ if [ ! -f "$dir/file.bin" ] || [ "$(stat -c %s "$dir/file.bin")" -ne "$size" ]; 
   echo "creating 1 GiB of random bytes in $dir..." >&2
   head -c "$size" /dev/urandom > "$dir/file.bin"
 fi
-if [ "$(ls "$dir"/part.* 2> /dev/null | wc -l)" -ne 64 ] || [ "$dir/file.bin" -nt "$dir/plan.json" ]; then
-  rm -f "$dir"/part.*
-  split -b $((16 << 20)) -d -a 3 "$dir/file.bin" "$dir/part."
+# The parts are written anew on every run: how they were written decides
+# their layout only while they stay in the page cache since (read back from
+# the disk, they get readahead's folio sizes instead).
+layouts=${LAYOUTS:-large small}
+for layout in $layouts; do
+  parts="$dir/$layout"
+  rm -rf "$parts"
+  mkdir -p "$parts"
+  case $layout in
+    large)
+      for i in $(seq 0 63); do
+        dd if="$dir/file.bin" of="$parts/part.$(printf %03d "$i")" bs=16M skip="$i" count=1 \
+          iflag=fullblock status=none
+      done
+      ;;
+    small) split -b $((16 << 20)) -d -a 3 "$dir/file.bin" "$parts/part." ;;
+    *) echo "unknown layout $layout (large, small)" >&2; exit 2 ;;
+  esac
+done
+if [ "$dir/file.bin" -nt "$dir/plan.json" ]; then
   "$partseal" ctx --part-size $((16 << 20)) "$dir/file.bin" > "$dir/plan.json"
 fi
 # Written back, cached and locked in memory: the check is measured on the
@@ -33,7 +57,9 @@ fi
 # and holds it with mlock until the script ends; each round also reports the
 # blocks it read from the disk, which must be 0.
 sync
-python3 - "$dir"/part.* > "$dir/lock.out" <<'PY' &
+all_parts=()
+for layout in $layouts; do all_parts+=("$dir/$layout"/part.*); done
+python3 - "${all_parts[@]}" > "$dir/lock.out" <<'PY' &
 import ctypes, os, signal, sys
 libc = ctypes.CDLL(None, use_errno=True)
 libc.mmap.restype = ctypes.c_void_p
@@ -62,13 +88,16 @@ if ! grep -q '^locked' "$dir/lock.out"; then
 fi
 
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-speeds=() checks=()
+speeds=()
+declare -A checks
 for r in $(seq "$rounds"); do
   # openssl prints k (1000-byte units) per second for the 1 MiB block size.
   k=$(openssl speed -evp sha256 -bytes 1048576 -seconds 2 2> /dev/null | awk '/^sha256/ { sub(/k$/, "", $2); print $2 }')
   speeds+=("$k")
-  # Wall time and blocks read from the disk, from the child's rusage.
-  read -r secs blocks < <(python3 - "$partseal" verify --plan "$dir/plan.json" "$dir"/part.* <<'PY'
+  line="round $r: openssl one core ${k}k B/s"
+  for layout in $layouts; do
+    # Wall time and blocks read from the disk, from the child's rusage.
+    read -r secs blocks < <(python3 - "$partseal" verify --plan "$dir/plan.json" "$dir/$layout"/part.* <<'PY'
 import resource, subprocess, sys, time
 t0 = time.perf_counter()
 subprocess.run(sys.argv[1:], check=True, stdout=subprocess.DEVNULL)
@@ -76,24 +105,31 @@ t = time.perf_counter() - t0
 print(f"{t:.6f} {resource.getrusage(resource.RUSAGE_CHILDREN).ru_inblock}")
 PY
 )
-  [ -n "${secs:-}" ] || { echo "verify --plan failed in round $r" >&2; exit 1; }
-  checks+=("$secs")
-  echo "round $r: openssl one core ${k}k B/s, verify --plan $secs s ($blocks blocks read from the disk)" >&2
+    [ -n "${secs:-}" ] || { echo "verify --plan failed in round $r ($layout)" >&2; exit 1; }
+    checks[$layout]="${checks[$layout]:-} $secs"
+    line+=", $layout $secs s ($blocks blocks read from the disk)"
+  done
+  echo "$line" >&2
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
-python3 - "$size" "$cores" "$load_before" "$load_after" "${speeds[*]}" "${checks[*]}" <<'PY'
+summary=()
+for layout in $layouts; do summary+=("$layout:${checks[$layout]# }"); done
+python3 - "$size" "$cores" "$load_before" "$load_after" "${speeds[*]}" "${summary[@]}" <<'PY'
 import statistics, sys
 size, cores = int(sys.argv[1]), int(sys.argv[2])
 speeds = [float(x) * 1000 for x in sys.argv[5].split()]
-checks = [float(x) for x in sys.argv[6].split()]
 one = statistics.median(speeds)
-t = statistics.median(checks)
 limit = cores * one
-got = size / t
 print(f"load average before: {sys.argv[3]}, after: {sys.argv[4]}")
 print(f"openssl speed -evp sha256, one core: {one / 1e9:.3f} GB/s (median of {len(speeds)})")
-print(f"partseal verify --plan, 1 GiB in 64 parts: {t:.3f} s = {got / 1e9:.3f} GB/s (median)")
-share = got / limit
-print(f"share of the {cores}-core limit ({limit / 1e9:.3f} GB/s): {100 * share:.1f}%"
-      f"   [target >= 90%: {'met' if share >= 0.9 else 'MISSED'}]")
+for arg in sys.argv[6:]:
+    layout, times = arg.split(":")
+    checks = [float(x) for x in times.split()]
+    t = statistics.median(checks)
+    got = size / t
+    share = got / limit
+    rounds = ", ".join(f"{100 * size / c / limit:.1f}%" for c in checks)
+    print(f"verify --plan, 1 GiB in 64 parts, {layout} folios: {t:.3f} s = {got / 1e9:.3f} GB/s"
+          f" (median) = {100 * share:.1f}% of the {cores}-core limit ({limit / 1e9:.3f} GB/s)"
+          f"   [target >= 90%: {'met' if share >= 0.9 else 'MISSED'}]; rounds: {rounds}")
 PY
