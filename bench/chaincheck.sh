@@ -9,7 +9,8 @@
 #   large  each part written with one 16 MiB write (as the server's part
 #          writer or a download writes them): the page cache holds them in
 #          large folios (2 MiB where the kernel and file system allow it);
-#   small  the parts cut by split(1) in small writes: 4-16 KiB folios.
+#   small  the parts cut by split(1), whose small writes leave folios no
+#          larger than a write (128 KiB with GNU split).
 #
 #   bench/chaincheck.sh            ROUNDS=5 by default; BENCH_DIR keeps the 1 GiB file
 #   LAYOUTS=large bench/chaincheck.sh
@@ -59,6 +60,7 @@ fi
 sync
 all_parts=()
 for layout in $layouts; do all_parts+=("$dir/$layout"/part.*); done
+rm -f "$dir/lock.out"
 python3 - "${all_parts[@]}" > "$dir/lock.out" <<'PY' &
 import ctypes, os, signal, sys
 libc = ctypes.CDLL(None, use_errno=True)
