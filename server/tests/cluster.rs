@@ -369,23 +369,28 @@ impl TestCluster {
     /// A KooDrive chain upload of `bytes` in parts of `part`: the file id
     /// and the part URLs.
     async fn koo_create(&self, i: usize, bytes: &[u8], part: usize) -> (String, Vec<String>) {
+        self.koo_multipart(i, bytes, chain_parts(bytes, part)).await
+    }
+
+    /// A KooDrive multipart upload of `bytes` with the plan `parts`: the
+    /// file id and the part URLs.
+    async fn koo_multipart(
+        &self,
+        i: usize,
+        bytes: &[u8],
+        parts: Vec<Value>,
+    ) -> (String, Vec<String>) {
         let (status, v) = self
             .koo(
                 i,
                 "files/create",
                 json!({"fileName": "f.bin", "fileType": "45", "length": bytes.len(),
                        "sha256": sha_hex(bytes), "uploadMode": "multipart",
-                       "multiParts": chain_parts(bytes, part)}),
+                       "multiParts": parts}),
             )
             .await;
         assert_eq!(status, 200, "{v}");
-        let urls = v["multiParts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
-            .collect();
-        (v["fileId"].as_str().unwrap().to_owned(), urls)
+        (v["fileId"].as_str().unwrap().to_owned(), part_urls(&v))
     }
 
     async fn complete(&self, i: usize, id: &str) -> (u16, Value) {
@@ -543,6 +548,26 @@ fn chain_parts(bytes: &[u8], part_size: usize) -> Vec<Value> {
         }
     }
     out
+}
+
+/// A plan of sizes only (a stream-mode upload) for `bytes` in parts of
+/// `part_size`.
+fn stream_parts(bytes: &[u8], part_size: usize) -> Vec<Value> {
+    bytes
+        .chunks(part_size)
+        .enumerate()
+        .map(|(i, p)| json!({"partNumber": i + 1, "partSize": p.len()}))
+        .collect()
+}
+
+/// The part upload URLs of a multipart create's answer.
+fn part_urls(v: &Value) -> Vec<String> {
+    v["multiParts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 const PART: usize = 64 << 10;
@@ -759,24 +784,8 @@ async fn empty_files_and_empty_last_parts_complete() {
         json!({"partNumber": 3, "partSize": 0, "partOffset": bytes.len(),
                       "hashCtx": mid.ctx().to_ints()}),
     );
-    let (status, v) = c
-        .koo(
-            1,
-            "files/create",
-            json!({"fileName": "f.bin", "fileType": "45", "length": bytes.len(),
-                   "sha256": sha_hex(&bytes), "uploadMode": "multipart",
-                   "multiParts": parts}),
-        )
-        .await;
-    assert_eq!(status, 200, "{v}");
-    let id = v["fileId"].as_str().unwrap().to_owned();
-    let urls: Vec<String> = v["multiParts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
-        .collect();
-    assert_eq!(urls.len(), 3, "{v}");
+    let (id, urls) = c.koo_multipart(1, &bytes, parts).await;
+    assert_eq!(urls.len(), 3, "{urls:?}");
     // The empty part first, then the others, each on another node.
     assert_eq!(c.put(&urls[2], 0, Vec::new()).await.0, 200);
     assert_eq!(c.put(&urls[1], 1, bytes[PART..].to_vec()).await.0, 200);
@@ -797,25 +806,7 @@ async fn eight_concurrent_completes_on_three_nodes_commit_once() {
         // Chain mode and stream mode (no hashCtx: complete hashes).
         let bytes = data(4 * PART + 17, 10 + round);
         let (id, urls) = if round == 1 {
-            let (status, v) = c
-                .koo(
-                    0,
-                    "files/create",
-                    json!({"fileName": "s.bin", "fileType": "45", "length": bytes.len(),
-                           "sha256": sha_hex(&bytes), "uploadMode": "multipart",
-                           "multiParts": bytes.chunks(PART).enumerate()
-                               .map(|(i, p)| json!({"partNumber": i + 1, "partSize": p.len()}))
-                               .collect::<Vec<_>>()}),
-                )
-                .await;
-            assert_eq!(status, 200, "{v}");
-            let urls = v["multiParts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
-                .collect::<Vec<_>>();
-            (v["fileId"].as_str().unwrap().to_owned(), urls)
+            c.koo_multipart(0, &bytes, stream_parts(&bytes, PART)).await
         } else {
             c.koo_create(0, &bytes, PART).await
         };
@@ -928,25 +919,7 @@ async fn a_crashed_completers_claim_is_taken_over_after_its_lease() {
     // several moments: another node always finishes it, whole.
     for (round, delay_ms) in [5u64, 40, 150].into_iter().enumerate() {
         let bytes = data(6 * PART + 3, 30 + round as u64);
-        let (status, v) = c
-            .koo(
-                0,
-                "files/create",
-                json!({"fileName": "s.bin", "fileType": "45", "length": bytes.len(),
-                       "sha256": sha_hex(&bytes), "uploadMode": "multipart",
-                       "multiParts": bytes.chunks(PART).enumerate()
-                           .map(|(i, p)| json!({"partNumber": i + 1, "partSize": p.len()}))
-                           .collect::<Vec<_>>()}),
-            )
-            .await;
-        assert_eq!(status, 200, "{v}");
-        let id = v["fileId"].as_str().unwrap().to_owned();
-        let urls: Vec<String> = v["multiParts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
-            .collect();
+        let (id, urls) = c.koo_multipart(0, &bytes, stream_parts(&bytes, PART)).await;
         // Out of order, so complete has hashing to do.
         for (k, chunk) in bytes.chunks(PART).enumerate().rev() {
             assert_eq!(c.put(&urls[k], 1 + k % 2, chunk.to_vec()).await.0, 200);
@@ -986,17 +959,7 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
     let create = |bytes: &[u8], declared: &str| {
         json!({"fileName": "s.bin", "fileType": "45", "length": bytes.len(),
                "sha256": declared, "uploadMode": "multipart",
-               "multiParts": bytes.chunks(PART).enumerate()
-                   .map(|(i, p)| json!({"partNumber": i + 1, "partSize": p.len()}))
-                   .collect::<Vec<_>>()})
-    };
-    let urls_of = |v: &Value| -> Vec<String> {
-        v["multiParts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
-            .collect()
+               "multiParts": stream_parts(bytes, PART)})
     };
     // In order, each part to another node: the checkpoint follows.
     let bytes = data(4 * PART + 99, 40);
@@ -1005,7 +968,7 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
         .await;
     assert_eq!(status, 200, "{v}");
     let id = v["fileId"].as_str().unwrap().to_owned();
-    let urls = urls_of(&v);
+    let urls = part_urls(&v);
     for (k, chunk) in bytes.chunks(PART).enumerate() {
         assert_eq!(c.put(&urls[k], k % 3, chunk.to_vec()).await.0, 200);
         assert_eq!(
@@ -1030,7 +993,7 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
         .await;
     assert_eq!(status, 200, "{v}");
     let id = v["fileId"].as_str().unwrap().to_owned();
-    let urls = urls_of(&v);
+    let urls = part_urls(&v);
     let chunks: Vec<&[u8]> = bytes.chunks(PART).collect();
     for k in [1usize, 0, 3, 2] {
         assert_eq!(c.put(&urls[k], k % 3, chunks[k].to_vec()).await.0, 200);
@@ -1061,7 +1024,7 @@ async fn stream_mode_hashes_in_order_from_a_checkpoint_in_the_database() {
         .await;
     assert_eq!(status, 200, "{v}");
     let id = v["fileId"].as_str().unwrap().to_owned();
-    let urls = urls_of(&v);
+    let urls = part_urls(&v);
     let chunks: Vec<&[u8]> = bytes.chunks(PART).collect();
     let mut wrong = chunks[1].to_vec();
     wrong[7] ^= 0x80;
@@ -1501,26 +1464,17 @@ async fn uploads_survive_nodes_killed_at_random() {
         tasks.push(tokio::spawn(async move {
             let bytes = data(8 * PART + u * 1000, 100 + u as u64);
             let chain = u % 2 == 0;
-            let plan: Vec<Value> = if chain {
+            let plan = if chain {
                 chain_parts(&bytes, PART)
             } else {
-                bytes
-                    .chunks(PART)
-                    .enumerate()
-                    .map(|(i, p)| json!({"partNumber": i + 1, "partSize": p.len()}))
-                    .collect()
+                stream_parts(&bytes, PART)
             };
             let body = json!({"fileName": "soak.bin", "fileType": "45", "length": bytes.len(),
                               "sha256": sha_hex(&bytes), "uploadMode": "multipart",
                               "multiParts": plan});
             let v = retry(|n| c.koo(n, "files/create", body.clone())).await;
             let id = v["fileId"].as_str().unwrap().to_owned();
-            let urls: Vec<String> = v["multiParts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|p| p["uploadUrl"].as_str().unwrap().to_owned())
-                .collect();
+            let urls = part_urls(&v);
             for (k, chunk) in bytes.chunks(PART).enumerate() {
                 let mut n = u + k;
                 loop {
