@@ -44,31 +44,53 @@ impl Deref for Chunk {
 
 /// Reads `len` bytes of `file` from `offset` as one [`Chunk`].
 ///
-/// The caller guarantees that the range lies inside the file and that no one
-/// truncates or rewrites the file while the chunk lives (the engine holds the
-/// upload's lock, and part files are never rewritten in place once written).
+/// The caller guarantees that no one truncates or rewrites the file while
+/// the chunk lives (the engine holds the upload's lock, and part files are
+/// never rewritten in place once written).
 pub(crate) fn read_window(file: &File, offset: u64, len: usize) -> io::Result<Chunk> {
     if (len as u64) < MAP_THRESHOLD {
         let mut buf = vec![0u8; len];
         read_exact_at(file, &mut buf, offset)?;
         return Ok(Chunk::Owned(buf));
     }
+    Ok(Chunk::Mapped(map_window(file, offset, len, true)?))
+}
+
+/// Maps `len` bytes of `file` from `offset`, read-only, with sequential
+/// advice; `populate` faults every page in now (`MAP_POPULATE`), else each
+/// page is mapped on first touch (with the kernel's fault-around, and one
+/// fault per folio of 2 MiB where the window starts on such a boundary).
+///
+/// A window that reaches past the end of the file is an `UnexpectedEof`
+/// error, not a mapping whose touch would raise `SIGBUS`. The caller
+/// guarantees that no one truncates the file while the map lives.
+pub(crate) fn map_window(file: &File, offset: u64, len: usize, populate: bool) -> io::Result<Mmap> {
+    let size = file.metadata()?.len();
+    if size < offset + len as u64 {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!(
+                "the file holds {size} bytes, fewer than the {} the read needs",
+                offset + len as u64
+            ),
+        ));
+    }
+    let mut opts = MmapOptions::new();
+    opts.offset(offset).len(len);
+    if populate {
+        opts.populate();
+    }
     // SAFETY: mapping is sound as long as the mapped range is not truncated or
-    // modified while the map lives. Engine files are written once, then only
-    // read under the upload's lock (a replaced part gets a new file), and
-    // command-line inputs are the user's own files; see the caller's contract.
-    let map = unsafe {
-        MmapOptions::new()
-            .offset(offset)
-            .len(len)
-            .populate()
-            .map(file)?
-    };
+    // modified while the map lives. The range lies inside the file (checked
+    // above); engine files are written once, then only read under the
+    // upload's lock (a replaced part gets a new file), and command-line inputs
+    // are the user's own files; see the callers' contracts.
+    let map = unsafe { opts.map(file)? };
     #[cfg(unix)]
     {
         let _ = map.advise(memmap2::Advice::Sequential);
     }
-    Ok(Chunk::Mapped(map))
+    Ok(map)
 }
 
 /// Drops the first `len` bytes of `file` from the page cache where they are
