@@ -193,7 +193,7 @@ impl Cluster {
                 .await
         });
 
-        let fed: Result<(u64, Option<Bytes>)> = async {
+        let fed: Result<Fed> = async {
             let mut len = 0u64;
             let mut held: Option<Bytes> = None;
             while let Some(chunk) = body.next().await {
@@ -223,12 +223,28 @@ impl Cluster {
                 if let Some(prev) = held.replace(chunk)
                     && !feed.send(prev).await
                 {
-                    break;
+                    return Ok(Fed::StoreGone);
                 }
             }
-            Ok((len, held))
+            Ok(Fed::All { len, held })
         }
         .await;
+        // The store's request ended before the body did (the store broke
+        // the connection or answered early): its error is the answer, never
+        // a short part the client did not send.
+        let fed = match fed {
+            Ok(Fed::StoreGone) => {
+                return Err(match upload.await {
+                    Ok(Err(e)) => e,
+                    Ok(Ok(_)) => Error::Unavailable(format!(
+                        "object store: part {n} was answered before its last byte"
+                    )),
+                    Err(e) => Error::Unavailable(format!("object store: part upload task: {e}")),
+                });
+            }
+            Ok(Fed::All { len, held }) => Ok((len, held)),
+            Err(e) => Err(e),
+        };
 
         // Everything is in; prove the part before its last bytes go.
         let proof = fed.and_then(|(len, held)| {
@@ -388,4 +404,12 @@ impl Cluster {
             },
         ))
     }
+}
+
+/// How feeding a part's body to the store ended.
+enum Fed {
+    /// The whole body was read: its length, and its last chunk held back.
+    All { len: u64, held: Option<Bytes> },
+    /// The store's request ended first.
+    StoreGone,
 }
