@@ -1227,6 +1227,64 @@ async fn an_unreachable_object_store_answers_503_and_records_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_store_that_dies_mid_part_answers_503_not_a_client_error() {
+    if !enabled("a_store_that_dies_mid_part_answers_503_not_a_client_error") {
+        return;
+    }
+    let c = TestCluster::up(Setup::default());
+    let bytes = data(2 * PART, 75);
+    let (id, urls) = c.koo_create(0, &bytes, PART).await;
+    assert_eq!(c.put(&urls[0], 1, bytes[..PART].to_vec()).await.0, 200);
+    // Part 2 starts streaming to the store, which then dies while the body
+    // still arrives: the answer is the store's error, not "too small".
+    let url = on_node(&urls[1], &c.node(2));
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
+    let http = c.http.clone();
+    let pending = tokio::spawn(async move {
+        http.put(url)
+            .header("content-length", PART.to_string())
+            .body(body)
+            .send()
+            .await
+    });
+    let pieces: Vec<&[u8]> = bytes[PART..].chunks(PART / 8).collect();
+    tx.send(Ok(pieces[0].to_vec())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    kill9(c.pid("garage", 0));
+    // The rest trickles in, so the store's request is gone while the body
+    // still arrives.
+    for piece in &pieces[1..] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        if tx.send(Ok(piece.to_vec())).await.is_err() {
+            break; // answered already
+        }
+    }
+    drop(tx);
+    let resp = pending.await.unwrap().expect("an answer");
+    let status = resp.status().as_u16();
+    assert!(resp.headers().contains_key("retry-after"), "{resp:?}");
+    let body = resp.text().await.unwrap();
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("13000424"), "{body}");
+    let (status, v) = c
+        .koo(1, "files/multipart/list", json!({"fileId": id}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["multiParts"].as_array().unwrap().len(), 1, "{v}");
+    // Back up, the part goes again and the file is whole.
+    c.restart_garage(0);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while c.put(&urls[1], 1, bytes[PART..].to_vec()).await.0 != 200 {
+        assert!(Instant::now() < deadline, "the upload did not go on");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (status, v) = c.complete(1, &id).await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(c.download(2, &id).await, bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_go_on_when_one_of_three_garage_nodes_dies() {
     if !enabled("uploads_go_on_when_one_of_three_garage_nodes_dies") {
         return;
