@@ -355,6 +355,30 @@ impl TestCluster {
         (status, etag.unwrap_or(text))
     }
 
+    /// Sends `bytes` to `url` on node `i` again and again until it is
+    /// taken (the service came back), for at most 30 s.
+    async fn put_until_taken(&self, url: &str, i: usize, bytes: &[u8], what: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.put(url, i, bytes.to_vec()).await.0 != 200 {
+            assert!(Instant::now() < deadline, "{what}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A PUT of a body of `len` bytes to `url` on node `i`, its bytes sent
+    /// piece by piece through the returned sender; dropping the sender ends
+    /// the body.
+    fn put_streamed(&self, url: &str, i: usize, len: usize) -> (BodyTx, PendingPut) {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+        let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+        let request = self
+            .http
+            .put(on_node(url, &self.node(i)))
+            .header("content-length", len.to_string())
+            .body(reqwest::Body::wrap_stream(stream));
+        (tx, tokio::spawn(request.send()))
+    }
+
     async fn get_bytes(&self, url: &str, i: usize) -> (u16, Vec<u8>) {
         let resp = self
             .http
@@ -571,6 +595,11 @@ fn part_urls(v: &Value) -> Vec<String> {
 }
 
 const PART: usize = 64 << 10;
+
+/// The sending side of a streamed request body.
+type BodyTx = tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>;
+/// A request in flight.
+type PendingPut = tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn any_node_serves_any_request_of_either_api() {
@@ -1091,19 +1120,8 @@ async fn a_node_killed_mid_part_loses_nothing_acknowledged() {
     let chunks: Vec<&[u8]> = bytes.chunks(PART).collect();
     assert_eq!(c.put(&urls[0], 1, chunks[0].to_vec()).await.0, 200);
     // Part 2 half sent to node 1, which dies with it in flight.
-    let url = on_node(&urls[1], &c.node(0));
-    let half = chunks[1][..PART / 2].to_vec();
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
-    let http = c.http.clone();
-    let pending = tokio::spawn(async move {
-        http.put(url)
-            .header("content-length", PART.to_string())
-            .body(body)
-            .send()
-            .await
-    });
-    tx.send(Ok(half)).await.unwrap();
+    let (tx, pending) = c.put_streamed(&urls[1], 0, PART);
+    tx.send(Ok(chunks[1][..PART / 2].to_vec())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     c.kill_node(0);
     drop(tx);
@@ -1128,12 +1146,6 @@ async fn a_node_killed_mid_part_loses_nothing_acknowledged() {
     let (status, v) = c.complete(2, &id).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(c.download(1, &id).await, bytes);
-}
-
-fn tokio_stream_of(
-    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
-) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -1164,15 +1176,8 @@ async fn a_postgresql_restart_answers_503_and_service_resumes() {
     );
     c.pg_ctl("start");
     // The same node processes, no restart: service resumes.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, _) = c.put(&urls[1], 1, bytes[PART..].to_vec()).await;
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "service did not resume");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    c.put_until_taken(&urls[1], 1, &bytes[PART..], "service did not resume")
+        .await;
     let (status, v) = c.complete(2, &id).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(c.download(0, &id).await, bytes);
@@ -1212,15 +1217,8 @@ async fn an_unreachable_object_store_answers_503_and_records_nothing() {
     assert!(becomes(&c, 2, 503).await, "/readyz says the store is down");
     // The store comes back: the upload goes on.
     c.restart_garage(0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (status, _) = c.put(&urls[1], 2, bytes[PART..].to_vec()).await;
-        if status == 200 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the upload did not go on");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    c.put_until_taken(&urls[1], 2, &bytes[PART..], "the upload did not go on")
+        .await;
     let (status, v) = c.complete(0, &id).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(c.download(1, &id).await, bytes);
@@ -1237,17 +1235,7 @@ async fn a_store_that_dies_mid_part_answers_503_not_a_client_error() {
     assert_eq!(c.put(&urls[0], 1, bytes[..PART].to_vec()).await.0, 200);
     // Part 2 starts streaming to the store, which then dies while the body
     // still arrives: the answer is the store's error, not "too small".
-    let url = on_node(&urls[1], &c.node(2));
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let body = reqwest::Body::wrap_stream(tokio_stream_of(rx));
-    let http = c.http.clone();
-    let pending = tokio::spawn(async move {
-        http.put(url)
-            .header("content-length", PART.to_string())
-            .body(body)
-            .send()
-            .await
-    });
+    let (tx, pending) = c.put_streamed(&urls[1], 2, PART);
     let pieces: Vec<&[u8]> = bytes[PART..].chunks(PART / 8).collect();
     tx.send(Ok(pieces[0].to_vec())).await.unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1274,11 +1262,8 @@ async fn a_store_that_dies_mid_part_answers_503_not_a_client_error() {
     assert_eq!(v["multiParts"].as_array().unwrap().len(), 1, "{v}");
     // Back up, the part goes again and the file is whole.
     c.restart_garage(0);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while c.put(&urls[1], 1, bytes[PART..].to_vec()).await.0 != 200 {
-        assert!(Instant::now() < deadline, "the upload did not go on");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    c.put_until_taken(&urls[1], 1, &bytes[PART..], "the upload did not go on")
+        .await;
     let (status, v) = c.complete(1, &id).await;
     assert_eq!(status, 200, "{v}");
     assert_eq!(c.download(2, &id).await, bytes);
