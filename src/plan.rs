@@ -186,6 +186,10 @@ pub fn merge(
                 p.number
             ));
         }
+        // Parts numbered between two planned ones (or before the first)
+        // are planned later, into the bytes the offsets leave between
+        // (checked last, once the part itself is known to be in bounds).
+        let (gap_from, gap_start) = prev_end.map_or((1, 0), |(q, q_end)| (q + 1, q_end));
         prev_end = Some((p.number, offset.saturating_add(p.size)));
         if p.number == 1 {
             if offset != 0 {
@@ -226,6 +230,9 @@ pub fn merge(
                 p.number
             ));
         }
+        if p.number > gap_from {
+            gap_fits(gap_from, p.number - 1, offset - gap_start, limits)?;
+        }
     }
     if total > limits.max_file_size {
         return Err(Error::FileTooLarge {
@@ -240,5 +247,75 @@ pub fn merge(
             "the planned parts hold {total} bytes, more than the declared length {len}"
         ));
     }
+    // A plan that could never be completed is refused now, not at complete:
+    // the parts it skips must fit in the bytes the declared length leaves
+    // them, and a last planned part that leaves bytes after it is not the
+    // file's last part, so it is held to the rules of a middle part.
+    if let (Some(len), Some(lastp)) = (declared_len, out.get(&last)) {
+        let room_after = if chain {
+            len - lastp.offset.unwrap_or(0).saturating_add(lastp.size).min(len)
+        } else {
+            // Numbers below the last planned one that are not planned yet:
+            // middle parts, each of at least the smallest part size.
+            let missing = u64::from(last) - out.len() as u64;
+            let room = len - total;
+            if room < missing.saturating_mul(limits.min_part_size) {
+                let first = (1..last).find(|k| !out.contains_key(k)).unwrap_or(1);
+                return bad(format!(
+                    "{missing} part(s) below part {last} are not planned (the first is part \
+                     {first}), and the {room} bytes the declared length {len} leaves cannot hold \
+                     them at {} bytes or more each; number the parts without gaps",
+                    limits.min_part_size
+                ));
+            }
+            room.saturating_sub(missing.saturating_mul(limits.max_part_size))
+        };
+        if room_after > 0 {
+            if lastp.size < limits.min_part_size {
+                return bad(format!(
+                    "the planned parts leave {room_after} of the declared {len} bytes after part \
+                     {last}, so it is not the last part, and it is {} bytes; every part but the \
+                     last needs at least {}",
+                    lastp.size, limits.min_part_size
+                ));
+            }
+            if chain && lastp.size % BLOCK as u64 != 0 {
+                return bad(format!(
+                    "the planned parts leave {room_after} of the declared {len} bytes after part \
+                     {last}, so it is not the last part, and it is {} bytes; every part but the \
+                     last must be a multiple of 64 bytes",
+                    lastp.size
+                ));
+            }
+        }
+    }
     Ok(out)
+}
+
+/// Whether the unplanned chain parts `first..=last` (all of them middle
+/// parts) can ever fill the `room` bytes their neighbours' offsets leave
+/// them: each needs at least the smallest part size, rounded up to whole
+/// 64-byte blocks, and at most the largest.
+fn gap_fits(first: u32, last: u32, room: u64, limits: &Limits) -> Result<()> {
+    let count = u64::from(last - first + 1);
+    let least = limits.min_part_size.next_multiple_of(BLOCK as u64);
+    let parts = if first == last {
+        format!("part {first} is")
+    } else {
+        format!("parts {first} to {last} are")
+    };
+    if room < count.saturating_mul(least) {
+        return Err(Error::BadPlan(format!(
+            "{parts} not planned, and the {room} bytes the plan leaves for them cannot hold \
+             {count} part(s) of at least {least} bytes; number the parts without gaps"
+        )));
+    }
+    if room > count.saturating_mul(limits.max_part_size) {
+        return Err(Error::BadPlan(format!(
+            "{parts} not planned, and the {room} bytes the plan leaves for them are more than \
+             {count} part(s) of at most {} bytes can hold",
+            limits.max_part_size
+        )));
+    }
+    Ok(())
 }

@@ -74,7 +74,14 @@ fn accepts_valid_chain_plan() {
     let sizes = [128, 64, 1 << 20, 4096, 10];
     let parts = chain_plan(&sizes);
     let total: u64 = sizes.iter().sum();
-    for declared in [None, Some(total), Some(total + 1000)] {
+    // A last planned part that leaves declared bytes after it would have to
+    // be a middle part, and 10 bytes cannot be one: such a plan could never
+    // complete.
+    assert_bad_plan(
+        merge_new(&parts, Some(total + 1000)),
+        &["after part 5", "not the last part"],
+    );
+    for declared in [None, Some(total)] {
         let out = merge_new(&parts, declared).unwrap();
         assert_eq!(out.len(), sizes.len());
         for p in &parts {
@@ -354,7 +361,7 @@ fn rejects_part_ending_past_max_file_size() {
     // A part planned far beyond the largest file: it could never be part of
     // a valid upload, and its offset is where its bytes would be written.
     let far = LIMITS.max_file_size;
-    let parts = [chain_part(1, 128, 0), chain_part(5, 64, far)];
+    let parts = [chain_part(1, 128, 0), chain_part(20, 64, far)];
     match merge_new(&parts, None) {
         Err(Error::FileTooLarge { len, max }) => {
             assert_eq!(len, far + 64);
@@ -363,7 +370,8 @@ fn rejects_part_ending_past_max_file_size() {
         other => panic!("{other:?}"),
     }
     // Ending exactly at the maximum is fine.
-    let parts = [chain_part(1, 128, 0), chain_part(5, 64, far - 64)];
+    // (Parts 2 to 19, planned later, can fill the bytes before it.)
+    let parts = [chain_part(1, 128, 0), chain_part(20, 64, far - 64)];
     merge_new(&parts, None).unwrap();
 }
 
@@ -706,4 +714,56 @@ fn chain_parts_that_overlap_or_run_backwards_are_refused() {
     assert!(matches!(r, Err(Error::BadPlan(_))), "{r:?}");
     let first = merge_new(&[chain_part(1, 128, 0), chain_part(3, 64, 256)], None).unwrap();
     assert!(merge(&first, &[chain_part(2, 128, 128)], None, &LIMITS).is_ok());
+}
+
+// ---- plans that could never complete ---------------------------------------
+
+/// Part numbers with a gap are fine while the gap can still be planned into
+/// the bytes left for it, and refused at once when it never could be.
+#[test]
+fn a_gap_in_the_part_numbers_must_leave_room_for_its_parts() {
+    // Plain parts: 1 and 3 hold every declared byte, so part 2 (a middle
+    // part, at least 64 bytes) has nowhere to go.
+    let plain = [plain_part(1, 2048), plain_part(3, 2048)];
+    assert_bad_plan(merge_new(&plain, Some(4096)), &["part 2", "0 bytes"]);
+    // With 1024 bytes left, part 2 can come later, and then completes it.
+    let first = merge_new(&plain, Some(5120)).unwrap();
+    let full = merge(&first, &[plain_part(2, 1024)], Some(5120), &LIMITS).unwrap();
+    assert_eq!(full.len(), 3);
+    // Many parts skipped: each needs its 64 bytes.
+    let sparse = [plain_part(1, 64), plain_part(10, 64)];
+    assert_bad_plan(merge_new(&sparse, Some(128 + 8 * 64 - 1)), &["8 part(s)"]);
+    merge_new(&sparse, Some(128 + 8 * 64)).unwrap();
+
+    // Chain parts: the offsets fix the gap's bytes.
+    let chain = [chain_part(1, 2048, 0), chain_part(3, 2048, 2048)];
+    assert_bad_plan(merge_new(&chain, Some(4096)), &["part 2 is not planned", "0 bytes"]);
+    assert_bad_plan(merge_new(&chain, None), &["part 2 is not planned"]);
+    let chain = [chain_part(1, 2048, 0), chain_part(3, 2048, 3072)];
+    merge_new(&chain, Some(5120)).unwrap();
+    // A gap wider than its parts can hold (at most 1 MiB each here).
+    let wide = [chain_part(1, 64, 0), chain_part(3, 64, 64 + (2 << 20))];
+    assert_bad_plan(merge_new(&wide, None), &["part 2 is not planned", "at most"]);
+    // Before the first planned part too.
+    assert_bad_plan(
+        merge_new(&[chain_part(3, 64, 64)], None),
+        &["parts 1 to 2 are not planned"],
+    );
+    merge_new(&[chain_part(3, 64, 128)], None).unwrap();
+}
+
+/// The last planned part of a plan that does not reach the declared length
+/// is not the file's last part: it must be a valid middle part.
+#[test]
+fn a_plan_short_of_its_length_ends_with_a_middle_part() {
+    assert_bad_plan(
+        merge_new(&[plain_part(1, 10)], Some(1000)),
+        &["after part 1", "at least 64"],
+    );
+    merge_new(&[plain_part(1, 64)], Some(1000)).unwrap();
+    assert_bad_plan(
+        merge_new(&chain_plan(&[128, 100]), Some(1000)),
+        &["after part 2", "multiple of 64"],
+    );
+    merge_new(&chain_plan(&[128, 128]), Some(1000)).unwrap();
 }
