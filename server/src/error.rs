@@ -267,6 +267,58 @@ impl IntoResponse for MssError {
     }
 }
 
+/// Gives the answers of the router itself (no route for the path: 404; a
+/// route that takes other methods: 405, with its `Allow`) the error body of
+/// the API whose paths they are under, as every other answer there has.
+/// Answers that have a body already, and paths outside the APIs, pass as
+/// they are.
+pub async fn unrouted_in_api_shape(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = req.uri().path().to_owned();
+    let method = req.method().clone();
+    let mut resp = next.run(req).await;
+    let status = resp.status();
+    if !matches!(
+        status,
+        StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED
+    ) || resp.headers().contains_key(header::CONTENT_TYPE)
+    {
+        return resp;
+    }
+    let under = |api: &str| {
+        ["/upload/", "/download/"]
+            .iter()
+            .any(|p| path.strip_prefix(p).is_some_and(|r| r.starts_with(api)))
+    };
+    let msg = if status == StatusCode::NOT_FOUND {
+        format!("no such route: {path}")
+    } else {
+        format!("{path} does not take {method}; the Allow header lists what it takes")
+    };
+    let body = if path.starts_with("/koodrive/") || under("koodrive/") {
+        json!({"code": koo::BAD_PARAM, "msg": msg})
+    } else if path.starts_with("/v1/") || under("metastudio/") {
+        let code = if status == StatusCode::NOT_FOUND {
+            mss::NOT_FOUND
+        } else {
+            mss::INVALID_PARAM
+        };
+        json!({"error_code": code, "error_msg": msg})
+    } else {
+        return resp;
+    };
+    let shaped = Json(body).into_response();
+    let (parts, body) = shaped.into_parts();
+    resp.headers_mut().remove(header::CONTENT_LENGTH);
+    for (k, v) in &parts.headers {
+        resp.headers_mut().insert(k.clone(), v.clone());
+    }
+    *resp.body_mut() = body;
+    resp
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -167,6 +167,7 @@ pub fn app(state: State) -> Router {
             ops::metrics::track,
         ))
         .with_state(state)
+        .layer(axum::middleware::from_fn(error::unrouted_in_api_shape))
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .layer(
             TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
