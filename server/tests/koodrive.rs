@@ -3,7 +3,8 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use partseal_server::error::koo;
+use serde_json::{Value, json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn put_mode_round_trip_and_idempotent_complete() {
@@ -652,4 +653,196 @@ async fn of_fifty_concurrent_completes_exactly_one_commits() {
         .filter(|(_, v)| v["alreadyCompleted"] == false)
         .count();
     assert_eq!(committed, 1, "exactly one complete commits");
+}
+
+/// A plan whose part numbers skip a part that no byte is left for could
+/// never complete: it is refused at create, naming the part.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_plan_with_a_gap_that_can_never_be_filled_is_refused_at_create() {
+    let s = TestServer::start().await;
+    let (status, v) = s
+        .koo(
+            "alice",
+            "files/create",
+            json!({"fileName": "a", "fileType": "45", "length": 4096, "multiParts": [
+                {"partNumber": 1, "partSize": 2048}, {"partNumber": 3, "partSize": 2048}]}),
+        )
+        .await;
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["code"], koo::BAD_PARAM, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("part"), "{v}");
+    // Room for part 2: it can be planned later, and the upload completes.
+    let bytes = data(5120, 41);
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "a", "fileType": "45", "length": 5120, "multiParts": [
+                {"partNumber": 1, "partSize": 2048}, {"partNumber": 3, "partSize": 2048}]}),
+        )
+        .await;
+    let (status, v) = s
+        .koo(
+            "alice",
+            "files/multipart/uploadUrl",
+            json!({"fileId": id, "multiParts": [{"partNumber": 2, "partSize": 1024}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let url2 = v["multiParts"][0]["uploadUrl"].as_str().unwrap().to_owned();
+    assert_eq!(s.put(&urls[0], bytes[..2048].to_vec()).await.0, 200);
+    assert_eq!(s.put(&url2, bytes[2048..3072].to_vec()).await.0, 200);
+    assert_eq!(s.put(&urls[1], bytes[3072..].to_vec()).await.0, 200);
+    let (status, v) = s
+        .koo(
+            "alice",
+            "files/complete",
+            json!({"fileId": id, "sha256": sha_hex(&bytes)}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// A flash upload answers only a request that would be valid without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flash_upload_checks_the_plan_first() {
+    let s = TestServer::start().await;
+    let bytes = b"hello".to_vec();
+    let body = json!({"fileName": "h", "fileType": "45", "length": 5, "sha256": sha_hex(&bytes)});
+    let (id, urls) = s.koo_create("alice", body.clone()).await;
+    assert_eq!(s.put(&urls[0], bytes.clone()).await.0, 200);
+    assert_eq!(
+        s.koo("alice", "files/complete", json!({"fileId": id}))
+            .await
+            .0,
+        200
+    );
+    let mut bad_number = body.clone();
+    bad_number["multiParts"] = json!([{"partNumber": 0, "partSize": 5}]);
+    let mut bad_ctx = body.clone();
+    bad_ctx["multiParts"] = json!([{"partNumber": 1, "partSize": 5, "partOffset": 0,
+                                    "hashCtx": [0, 0, 0, 0, 0, 0, 0, 0]}]);
+    for (req, code) in [(bad_number, koo::BAD_PART), (bad_ctx, koo::BAD_PARAM)] {
+        let (status, v) = s.koo("alice", "files/create", req).await;
+        assert_eq!(status, 400, "{v}");
+        assert_eq!(v["code"], code, "{v}");
+    }
+    let (status, v) = s.koo("alice", "files/create", body).await;
+    assert_eq!((status, &v["rapidUpload"]), (200, &json!(true)), "{v}");
+}
+
+/// Text fields stored with a file are held to 1024 bytes of UTF-8 as well
+/// as to their character counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn text_fields_are_bounded_in_bytes_too() {
+    let s = TestServer::start().await;
+    let create = |description: String| json!({"fileName": "t", "fileType": "45", "length": 1, "description": description});
+    let (status, v) = s
+        .koo("alice", "files/create", create("😀".repeat(300)))
+        .await;
+    assert_eq!((status, &v["code"]), (400, &json!(koo::BAD_PARAM)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("1024 bytes"), "{v}");
+    let (status, v) = s
+        .koo("alice", "files/create", create("😀".repeat(256)))
+        .await;
+    assert_eq!(status, 200, "{v}");
+}
+
+/// A header of the authentication that is not text is refused, never read
+/// as absent: a shared folder id so sent would otherwise act in the
+/// caller's own space.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn auth_headers_that_are_not_text_are_refused_not_ignored() {
+    let s = TestServer::start().await;
+    let u = s.user("alice").clone();
+    let call = |name: &'static str, value: &'static [u8]| {
+        let mut req = s
+            .http
+            .post(format!("{}/koodrive/ose/v1/files/create", s.url))
+            .json(&json!({"fileName": "n", "fileType": "45", "length": 1}));
+        for (k, v) in [
+            ("authorization", format!("Bearer {}", u.token)),
+            ("x-user-id", u.id.clone()),
+            ("x-date", now_compact()),
+        ] {
+            if k != name {
+                req = req.header(k, v);
+            }
+        }
+        req = req.header(
+            name,
+            reqwest::header::HeaderValue::from_bytes(value).unwrap(),
+        );
+        async move {
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, v) = call("x-hw-share-folder-id", b"te\xffam").await;
+    assert_eq!(
+        (status, &v["code"]),
+        (400, &json!(koo::NO_PERMISSION)),
+        "{v}"
+    );
+    let (status, v) = call("x-user-id", b"ali\xffce").await;
+    assert_eq!((status, &v["code"]), (401, &json!(koo::AUTH_FAILED)), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("UTF-8"), "{v}");
+}
+
+/// `files/multipart/list` of a completed upload is a conflict (13000422),
+/// as its failures list.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn listing_the_parts_of_a_completed_upload_is_a_conflict() {
+    let s = TestServer::start().await;
+    let (id, urls) = s
+        .koo_create(
+            "alice",
+            json!({"fileName": "l", "fileType": "45", "length": 3}),
+        )
+        .await;
+    assert_eq!(s.put(&urls[0], b"abc".to_vec()).await.0, 200);
+    assert_eq!(
+        s.koo("alice", "files/complete", json!({"fileId": id}))
+            .await
+            .0,
+        200
+    );
+    let (status, v) = s
+        .koo("alice", "files/multipart/list", json!({"fileId": id}))
+        .await;
+    assert_eq!((status, &v["code"]), (400, &json!(koo::CONFLICT)), "{v}");
+}
+
+/// The router's own 404 and 405 under the KooDrive paths come in the API's
+/// error shape; paths outside the APIs are left as they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unrouted_requests_get_the_api_error_shape() {
+    let s = TestServer::start().await;
+    for (method, path, status) in [
+        ("GET", "/koodrive/ose/v1/files/create", 405),
+        ("POST", "/koodrive/ose/v1/files/create/", 404),
+        ("PUT", "/upload/koodrive/a/1/", 404),
+        ("POST", "/upload/koodrive/a/1", 405),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = s
+            .http
+            .request(m, format!("{}{path}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        if status == 405 {
+            assert!(resp.headers().contains_key("allow"), "{method} {path}");
+        }
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["code"], koo::BAD_PARAM, "{method} {path}: {v}");
+    }
+    let resp = s
+        .http
+        .get(format!("{}/nothing", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 404);
 }

@@ -66,7 +66,7 @@ pub enum AuthError {
     #[error("the body does not match X-Sdk-Content-Sha256")]
     PayloadHashMismatch,
     /// The date header (`X-Date` or `X-Sdk-Date`) is absent.
-    #[error("missing date header (X-Date or X-Sdk-Date)")]
+    #[error("missing date header: X-Date for the KooDrive API, X-Sdk-Date for MetaStudio")]
     DateMissing,
     /// The date header is not `yyyyMMdd'T'HHmmss'Z'` or not a real UTC time.
     #[error("malformed date header: expected yyyyMMdd'T'HHmmss'Z' in UTC, e.g. 20251103T070140Z")]

@@ -23,14 +23,16 @@ use serde::Serialize;
 
 use partseal::Owner;
 
+use crate::State;
 use crate::auth::{self, AuthError};
 use crate::error::{ApiError, KooError};
-use crate::{State, header};
 
 /// Largest file in `put` mode (5 GiB).
 pub const MAX_PUT_LENGTH: u64 = 5 << 30;
 /// Longest file name, in characters.
 pub const MAX_FILE_NAME: usize = 250;
+/// Most bytes of UTF-8 in a text field stored with a file (its labels).
+pub const MAX_LABEL_BYTES: usize = 1024;
 /// Characters a file name may not contain.
 pub const FORBIDDEN_NAME_CHARS: &[char] = &['<', '>', '|', ':', '"', '*', '?', '/', '\\'];
 
@@ -80,24 +82,44 @@ impl FromRequestParts<State> for Caller {
     }
 }
 
+/// A header that takes part in authentication, as text: `None` when
+/// absent, an error when present but not valid UTF-8 (never read as absent).
+fn auth_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v
+            .to_str()
+            .map(Some)
+            .map_err(|_| AuthError::InvalidHeader(name.to_owned())),
+    }
+}
+
 /// Checks the Bearer token, `X-User-Id`, `X-Date` and the shared folder.
 fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = header(headers, "authorization")
+    let token = auth_header(headers, "authorization")?
         .ok_or(AuthError::MissingHeader("Authorization"))
         .and_then(|v| auth::bearer_token(v).ok_or(AuthError::MalformedAuthorization))?;
     let credentials = state.credentials_now();
     let user = credentials
         .user_by_token(token)
         .ok_or(AuthError::UnknownCredentials)?;
-    let claimed = header(headers, "x-user-id").ok_or(AuthError::MissingHeader("X-User-Id"))?;
+    let claimed =
+        auth_header(headers, "x-user-id")?.ok_or(AuthError::MissingHeader("X-User-Id"))?;
     if !auth::ct_eq(claimed.as_bytes(), user.id.as_bytes()) {
         return Err(AuthError::UnknownCredentials.into());
     }
-    let date = header(headers, "x-date").ok_or(AuthError::DateMissing)?;
+    let date = auth_header(headers, "x-date")?.ok_or(AuthError::DateMissing)?;
     let date = auth::parse_compact_date(date)?;
     auth::DateWindow::around(time::OffsetDateTime::now_utc(), state.settings.date_window)
         .check(date)?;
-    let owner = match header(headers, "x-hw-share-folder-id").filter(|s| !s.is_empty()) {
+    // A folder id that is not text names no shared folder of the caller's:
+    // refused, never read as no header (which would act in the caller's
+    // own space).
+    let folder = match headers.get("x-hw-share-folder-id") {
+        None => None,
+        Some(v) => Some(v.to_str().map_err(|_| ApiError::Forbidden)?),
+    };
+    let owner = match folder.filter(|s| !s.is_empty()) {
         None => user.owner()?,
         Some(folder) => {
             let shared = credentials

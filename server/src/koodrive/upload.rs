@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use partseal::{FileId, FileSpec, HashCtx, Owner, PartPlan, Sha256};
 
-use super::{Caller, FORBIDDEN_NAME_CHARS, MAX_FILE_NAME, MAX_PUT_LENGTH, success};
+use super::{
+    Caller, FORBIDDEN_NAME_CHARS, MAX_FILE_NAME, MAX_LABEL_BYTES, MAX_PUT_LENGTH, success,
+};
 use crate::error::{ApiError, KooError};
 use crate::upload::{Api, upload_url};
 use crate::{State, parse_json, read_body};
@@ -203,6 +205,12 @@ pub(super) async fn create(
         if value.as_deref().is_some_and(|v| v.chars().count() > max) {
             return Err(ApiError::bad(format!("{field} is longer than {max} characters")).into());
         }
+        if value.as_deref().is_some_and(|v| v.len() > MAX_LABEL_BYTES) {
+            return Err(ApiError::bad(format!(
+                "{field} is longer than {MAX_LABEL_BYTES} bytes of UTF-8"
+            ))
+            .into());
+        }
     }
     if let Some(p) = req.parent_folder.as_ref().and_then(|p| p.first())
         && p.chars().count() > 256
@@ -260,6 +268,26 @@ pub(super) async fn create(
     }
     let owner = caller.owner.clone();
 
+    let parts: Vec<PartInfo> = if multipart {
+        req.multi_parts.unwrap_or_default()
+    } else {
+        vec![PartInfo {
+            part_number: 1,
+            part_size: req.length,
+            part_offset: None,
+            hash_ctx: None,
+        }]
+    };
+    let plan = plans(&parts, state.backend.limits().max_part_size)?;
+    // The plan is checked before a flash upload can answer: a request that
+    // would be refused without the hit is refused with it.
+    partseal::plan::merge(
+        &BTreeMap::new(),
+        &plan,
+        Some(req.length),
+        &state.backend.limits(),
+    )?;
+
     // Flash upload: the same bytes are already stored for this owner.
     if let Some(sha) = sha256 {
         let hit = state
@@ -283,17 +311,6 @@ pub(super) async fn create(
         }
     }
 
-    let parts: Vec<PartInfo> = if multipart {
-        req.multi_parts.unwrap_or_default()
-    } else {
-        vec![PartInfo {
-            part_number: 1,
-            part_size: req.length,
-            part_offset: None,
-            hash_ctx: None,
-        }]
-    };
-    let plan = plans(&parts, state.backend.limits().max_part_size)?;
     let mut spec = FileSpec::default()
         .with_length(req.length)
         .with_plan(plan)
