@@ -99,10 +99,10 @@ fn select(range: Option<&str>, len: u64) -> Selection {
     };
     let num = |s: &str| -> Option<u64> {
         let s = s.trim();
-        // Digits only: `u64::from_str` would take a leading `+`.
+        // Digits only: `u64::from_str` would take a leading `+`. A number
+        // past u64 is still a number, beyond any file's end.
         (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| s.parse().ok())
-            .flatten()
+            .then(|| s.parse().unwrap_or(u64::MAX))
     };
     match (first.trim().is_empty(), last.trim().is_empty()) {
         // `-N`: the last N bytes.
@@ -198,10 +198,11 @@ async fn answer(
         owner: &owner,
         expires_unix: expires,
     };
+    // A malformed id is a bad request whatever the signature says.
+    let id: FileId = file_id.parse()?;
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     state.signer.verify_download(&grant, &sig, now)?;
     let owner = Owner::new(&owner)?;
-    let id: FileId = file_id.parse()?;
     // Opened before anything is answered: from here on the bytes are those
     // of this one immutable file, whatever happens to its name.
     let reader = state.backend.open_file(&owner, &id).await?;
@@ -222,6 +223,12 @@ async fn answer(
     }
     if text(header::IF_NONE_MATCH).is_some_and(|l| none_match(l, &etag)) {
         *resp.status_mut() = StatusCode::NOT_MODIFIED;
+        // No Content-Length, for HEAD as for GET: a body of no known size
+        // keeps the router from adding `0` (RFC 9110 allows a 304 only the
+        // length a 200 would have had), and a 304 has no body anyway.
+        *resp.body_mut() = Body::from_stream(futures_util::stream::empty::<
+            Result<axum::body::Bytes, std::io::Error>,
+        >());
         return Ok(resp);
     }
     // `If-Range` names the one representation a range is good for; there
@@ -358,7 +365,14 @@ mod tests {
             ("bytes=", 10, Whole),
             ("items=0-1", 10, Whole),
             ("0-1", 10, Whole),
-            ("bytes=99999999999999999999-", 10, Whole),
+            // Numbers past u64 are numbers still: beyond every end.
+            ("bytes=99999999999999999999-", 10, Unsatisfiable),
+            (
+                "bytes=0-99999999999999999999",
+                10,
+                Part { start: 0, end: 9 },
+            ),
+            ("bytes=-99999999999999999999", 10, Part { start: 0, end: 9 }),
         ];
         for (h, len, want) in cases {
             assert_eq!(select(Some(h), *len), *want, "{h} of {len}");

@@ -382,3 +382,55 @@ async fn download_during_delete_is_the_whole_file_or_fails_never_mixed() {
         );
     }
 }
+
+/// A `304` has no `Content-Length`, for `HEAD` as for `GET` (a `0` would
+/// tell a cache the file is empty).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn not_modified_has_no_length_for_head_or_get() {
+    let s = TestServer::start().await;
+    let (_, bytes, url) = committed(&s, 1000, 21).await;
+    let etag = format!("\"{}\"", sha_hex(&bytes));
+    let (status, h, body) = get(&s, &url, &[("if-none-match", &etag)]).await;
+    assert_eq!((status, body.len()), (304, 0));
+    assert!(!h.contains_key("content-length"), "{h:?}");
+    let resp = s
+        .http
+        .head(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 304);
+    assert!(!resp.headers().contains_key("content-length"), "{resp:?}");
+}
+
+/// Range numbers too large for 64 bits are numbers still: an end past the
+/// file is clamped, a start past it is unsatisfiable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn range_numbers_past_64_bits_are_past_the_end() {
+    let s = TestServer::start().await;
+    let (_, bytes, url) = committed(&s, 1000, 22).await;
+    let huge = "99999999999999999999999";
+    for range in [format!("bytes=0-{huge}"), format!("bytes=-{huge}")] {
+        let (status, h, body) = get(&s, &url, &[("range", &range)]).await;
+        assert_eq!(status, 206, "{range}");
+        assert_eq!(hv(&h, "content-range"), "bytes 0-999/1000", "{range}");
+        assert_eq!(body, bytes, "{range}");
+    }
+    let (status, h, _) = get(&s, &url, &[("range", &format!("bytes={huge}-"))]).await;
+    assert_eq!(status, 416);
+    assert_eq!(hv(&h, "content-range"), "bytes */1000");
+}
+
+/// A download URL whose file id is malformed is a bad request (13000102),
+/// whatever its signature.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_malformed_file_id_in_a_download_url_is_a_bad_request() {
+    let s = TestServer::start().await;
+    let (id, _, url) = committed(&s, 100, 23).await;
+    let bad = url.replace(&id, "xyz");
+    let (status, _, body) = get(&s, &bad, &[]).await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["code"], koo::BAD_PARAM, "{v}");
+}
