@@ -308,6 +308,23 @@ async fn create_large_file(
         ))
         .into());
     }
+    // A size the segments can never add up to is refused now, not at the
+    // confirm: every segment but the last holds at least the smallest part
+    // size, and none more than the largest.
+    let limits = state.backend.limits();
+    if let Some(size) = req.file_size {
+        let least = u64::from(count - 1).saturating_mul(limits.min_part_size);
+        let most = u64::from(count).saturating_mul(limits.max_part_size);
+        if size < least || size > most {
+            return Err(ApiError::bad(format!(
+                "file_size {size} cannot be sent in {count} segment(s): every segment but the \
+                 last holds {} to {} bytes and the last at most {}, so {count} segment(s) hold \
+                 {least} to {most} bytes",
+                limits.min_part_size, limits.max_part_size, limits.max_part_size
+            ))
+            .into());
+        }
+    }
     let mut spec = FileSpec::default()
         .with_labels(labels)
         .with_part_count(count);
@@ -388,7 +405,14 @@ async fn delete_file(
     let Path((_, file_id)) = ids.map_err(crate::path_error)?;
     let id: FileId = file_id.parse()?;
     match state.backend.delete(&owner, &id).await {
-        Err(partseal::Error::NotFound) => state.backend.abort(&owner, &id, None).await?,
+        // Not a committed file: an open upload is discarded; one that has
+        // ended already (FAILED, CANCELLED, deleted) is nothing to delete.
+        Err(partseal::Error::NotFound) => match state.backend.status(&owner, &id).await? {
+            UploadStatus::Open(_) => state.backend.abort(&owner, &id, None).await?,
+            // Committed since the delete looked.
+            UploadStatus::Committed(_) => state.backend.delete(&owner, &id).await?,
+            _ => return Err(ApiError::from(partseal::Error::NotFound).into()),
+        },
         other => other?,
     }
     tracing::info!(%file_id, "file deleted");

@@ -6,7 +6,8 @@ mod common;
 use base64::Engine as _;
 use common::*;
 use md5::Digest;
-use serde_json::json;
+use partseal_server::error::mss;
+use serde_json::{Value, json};
 
 fn md5_b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b))
@@ -398,4 +399,111 @@ async fn of_fifty_concurrent_confirms_exactly_one_commits() {
         }
     }
     assert_eq!(committed, 1, "exactly one confirm commits");
+}
+
+/// DeleteFile deletes what is there: an open upload once (then it is gone,
+/// 404 like any deleted file), and an upload already ended by a confirm is
+/// nothing to delete (404), while GET still reports how it ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn delete_answers_404_once_nothing_is_left_to_delete() {
+    let s = TestServer::start().await;
+    let bytes = data(100, 31);
+    let create = || async {
+        let (status, v, _) = s
+            .mss(
+                "alice",
+                "POST",
+                "files",
+                Some(create_body(&bytes, &md5_b64(&bytes))),
+            )
+            .await;
+        assert_eq!(status, 200, "{v}");
+        v["file_id"].as_str().unwrap().to_owned()
+    };
+    let id = create().await;
+    let file = format!("files/{id}");
+    assert_eq!(s.mss("alice", "DELETE", &file, None).await.0, 200);
+    for (method, what) in [("DELETE", "a second delete"), ("GET", "a GET after it")] {
+        let (status, v, _) = s.mss("alice", method, &file, None).await;
+        assert_eq!(status, 404, "{what}: {v}");
+        assert_eq!(v["error_code"], mss::NOT_FOUND, "{what}: {v}");
+    }
+
+    let id = create().await;
+    let file = format!("files/{id}");
+    let (status, v, _) = s
+        .mss(
+            "alice",
+            "POST",
+            &format!("{file}/complete"),
+            Some(json!({"state": "CANCELLED"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    for _ in 0..2 {
+        let (status, v, _) = s.mss("alice", "DELETE", &file, None).await;
+        assert_eq!(status, 404, "{v}");
+    }
+    let (status, v, _) = s.mss("alice", "GET", &file, None).await;
+    assert_eq!(
+        (status, v["state"].as_str()),
+        (200, Some("CANCELLED")),
+        "{v}"
+    );
+}
+
+/// CreateLargeFile refuses a size its segments could never add up to (every
+/// segment but the last holds 64 bytes to 64 MiB on the test server).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_large_file_refuses_sizes_its_segments_cannot_hold() {
+    let s = TestServer::start().await;
+    let large = |size: u64, count: u32| {
+        json!({"file_name": "big.mp4", "file_size": size, "file_type": "MP4",
+               "asset_id": "a", "asset_file_category": "MAIN",
+               "file_multipart_count": count})
+    };
+    for (size, count) in [(127, 3), ((3 << 26) + 1, 3), ((64 << 20) + 1, 1)] {
+        let (status, v, _) = s
+            .mss("alice", "POST", "large-files", Some(large(size, count)))
+            .await;
+        assert_eq!(status, 400, "{size} in {count}: {v}");
+        assert_eq!(v["error_code"], mss::INVALID_PARAM, "{v}");
+        assert!(
+            v["error_msg"].as_str().unwrap().contains("cannot be sent"),
+            "{v}"
+        );
+    }
+    for (size, count) in [(128, 3), (3 << 26, 3)] {
+        let (status, v, _) = s
+            .mss("alice", "POST", "large-files", Some(large(size, count)))
+            .await;
+        assert_eq!(status, 200, "{size} in {count}: {v}");
+    }
+}
+
+/// The router's own 404 and 405 under the MetaStudio paths come in the
+/// API's error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unrouted_requests_get_the_api_error_shape() {
+    let s = TestServer::start().await;
+    for (method, path, status, code) in [
+        ("GET", "/v1/p/files", 405, mss::INVALID_PARAM),
+        ("POST", "/v1/p/files/x/y", 404, mss::NOT_FOUND),
+        ("POST", "/upload/metastudio/a/1", 405, mss::INVALID_PARAM),
+        ("GET", "/download/metastudio/a/b/c", 404, mss::NOT_FOUND),
+    ] {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let resp = s
+            .http
+            .request(m, format!("{}{path}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        if status == 405 {
+            assert!(resp.headers().contains_key("allow"), "{method} {path}");
+        }
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["error_code"], code, "{method} {path}: {v}");
+    }
 }
