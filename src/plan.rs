@@ -253,7 +253,11 @@ pub fn merge(
     // file's last part, so it is held to the rules of a middle part.
     if let (Some(len), Some(lastp)) = (declared_len, out.get(&last)) {
         let room_after = if chain {
-            len - lastp.offset.unwrap_or(0).saturating_add(lastp.size).min(len)
+            len - lastp
+                .offset
+                .unwrap_or(0)
+                .saturating_add(lastp.size)
+                .min(len)
         } else {
             // Numbers below the last planned one that are not planned yet:
             // middle parts, each of at least the smallest part size.

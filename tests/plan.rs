@@ -737,13 +737,19 @@ fn a_gap_in_the_part_numbers_must_leave_room_for_its_parts() {
 
     // Chain parts: the offsets fix the gap's bytes.
     let chain = [chain_part(1, 2048, 0), chain_part(3, 2048, 2048)];
-    assert_bad_plan(merge_new(&chain, Some(4096)), &["part 2 is not planned", "0 bytes"]);
+    assert_bad_plan(
+        merge_new(&chain, Some(4096)),
+        &["part 2 is not planned", "0 bytes"],
+    );
     assert_bad_plan(merge_new(&chain, None), &["part 2 is not planned"]);
     let chain = [chain_part(1, 2048, 0), chain_part(3, 2048, 3072)];
     merge_new(&chain, Some(5120)).unwrap();
     // A gap wider than its parts can hold (at most 1 MiB each here).
     let wide = [chain_part(1, 64, 0), chain_part(3, 64, 64 + (2 << 20))];
-    assert_bad_plan(merge_new(&wide, None), &["part 2 is not planned", "at most"]);
+    assert_bad_plan(
+        merge_new(&wide, None),
+        &["part 2 is not planned", "at most"],
+    );
     // Before the first planned part too.
     assert_bad_plan(
         merge_new(&[chain_part(3, 64, 64)], None),
