@@ -43,39 +43,47 @@ pub struct Args {
     #[arg(long, env = "PARTSEAL_CREDENTIALS")]
     pub credentials: Option<PathBuf>,
     /// Base URL that upload URLs are built on [default: http://LISTEN].
-    #[arg(long, env = "PARTSEAL_PUBLIC_URL")]
+    #[arg(long, env = "PARTSEAL_PUBLIC_URL", value_parser = parse_public_url)]
     pub public_url: Option<String>,
     /// Smallest part but the last, in bytes.
     #[arg(long, env = "PARTSEAL_MIN_PART_SIZE", default_value_t = 5 << 20)]
     pub min_part_size: u64,
     /// Largest part, in bytes.
-    #[arg(long, env = "PARTSEAL_MAX_PART_SIZE", default_value_t = 5 << 30)]
+    #[arg(long, env = "PARTSEAL_MAX_PART_SIZE", default_value_t = 5 << 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub max_part_size: u64,
     /// Largest file, in bytes.
-    #[arg(long, env = "PARTSEAL_MAX_FILE_SIZE", default_value_t = 200 << 30)]
+    #[arg(long, env = "PARTSEAL_MAX_FILE_SIZE", default_value_t = 200 << 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub max_file_size: u64,
     /// Largest JSON request body, in bytes.
-    #[arg(long, env = "PARTSEAL_MAX_JSON_BODY", default_value_t = 1 << 20)]
+    #[arg(long, env = "PARTSEAL_MAX_JSON_BODY", default_value_t = 1 << 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_json_body: usize,
     /// Seconds a request body may stall before the request is cut off.
-    #[arg(long, env = "PARTSEAL_BODY_TIMEOUT", default_value_t = 30)]
+    #[arg(long, env = "PARTSEAL_BODY_TIMEOUT", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub body_timeout_secs: u64,
     /// Seconds an X-Date or X-Sdk-Date may be behind the server's clock (either
     /// may be ahead by 60 s, or by this if less).
-    #[arg(long, env = "PARTSEAL_DATE_WINDOW", default_value_t = 900)]
+    #[arg(long, env = "PARTSEAL_DATE_WINDOW", default_value_t = 900,
+          value_parser = clap::value_parser!(u64).range(..=MAX_SECS))]
     pub date_window_secs: u64,
     /// Seconds an upload URL or a download URL stays valid.
-    #[arg(long, env = "PARTSEAL_URL_TTL", default_value_t = 24 * 3600)]
+    #[arg(long, env = "PARTSEAL_URL_TTL", default_value_t = 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub url_ttl_secs: u64,
     /// Seconds an open upload may go without activity (create, plan, part,
     /// complete attempt) before a background sweep aborts it and removes its
     /// bytes; 0 keeps open uploads for ever. Committed files never expire.
-    #[arg(long, env = "PARTSEAL_UPLOAD_TTL_SECS", default_value_t = 7 * 24 * 3600)]
+    #[arg(long, env = "PARTSEAL_UPLOAD_TTL_SECS", default_value_t = 7 * 24 * 3600,
+          value_parser = clap::value_parser!(u64).range(..=MAX_SECS))]
     pub upload_ttl_secs: u64,
     /// Seconds to wait after SIGINT or SIGTERM for requests in flight before
     /// stopping anyway (a client that never finishes its request would
     /// otherwise hold the shutdown up for ever).
-    #[arg(long, env = "PARTSEAL_SHUTDOWN_GRACE", default_value_t = 30)]
+    #[arg(long, env = "PARTSEAL_SHUTDOWN_GRACE", default_value_t = 30,
+          value_parser = clap::value_parser!(u64).range(..=MAX_SECS))]
     pub shutdown_grace_secs: u64,
     /// Seconds a client has to send a request's head (request line and
     /// headers) from when the server waits for it; a connection that takes
@@ -84,7 +92,7 @@ pub struct Args {
         long,
         env = "PARTSEAL_HEADER_TIMEOUT_SECS",
         default_value_t = 30,
-        value_parser = clap::value_parser!(u64).range(1..)
+        value_parser = clap::value_parser!(u64).range(1..=MAX_SECS)
     )]
     pub header_timeout_secs: u64,
     /// Most connections open at once; a connection over it gets its request
@@ -107,7 +115,8 @@ pub struct Args {
     )]
     pub max_parts_in_flight: u32,
     /// Do not serve the browser upload page at /ui/.
-    #[arg(long, env = "PARTSEAL_NO_UI")]
+    #[arg(long, env = "PARTSEAL_NO_UI",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub no_ui: bool,
     /// Bytes free on the store's file system at or below which /readyz
     /// answers 503 (1 GiB by default).
@@ -157,8 +166,29 @@ pub struct Args {
     /// Cluster mode: seconds a multipart upload or object with no record
     /// must be old before the sweep removes it as an orphan.
     #[arg(long, env = "PARTSEAL_ORPHAN_GRACE_SECS", default_value_t = 3600,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=MAX_SECS))]
     pub orphan_grace_secs: u64,
+}
+
+/// The most seconds any duration flag takes (ten years): a time that far
+/// ahead still fits every clock and timestamp the server adds it to.
+pub const MAX_SECS: u64 = 10 * 365 * 24 * 3600;
+
+/// Checks `--public-url`: an absolute `http` or `https` URL with a host and
+/// nothing after the path (upload URLs are built by appending to it).
+fn parse_public_url(s: &str) -> Result<String, String> {
+    let uri: axum::http::Uri = s.parse().map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    match uri.scheme_str() {
+        Some("http" | "https") => {}
+        _ => return Err(format!("{s:?} must start with http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{s:?} names no host"));
+    }
+    if uri.query().is_some() || s.contains('#') {
+        return Err(format!("{s:?} must not have a query or a fragment"));
+    }
+    Ok(s.to_owned())
 }
 
 /// Format of the log lines (`--log-format`).

@@ -47,6 +47,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.min_part_size > args.max_part_size {
+        return Err(format!(
+            "--min-part-size ({}) is more than --max-part-size ({}): no part could be both",
+            args.min_part_size, args.max_part_size
+        )
+        .into());
+    }
     let hook = events::webhook(
         args.on_commit_url.as_deref(),
         args.on_commit_secret.as_deref(),

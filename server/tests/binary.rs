@@ -994,6 +994,12 @@ async fn connections_over_the_limit_are_refused_with_503() {
         assert_eq!(resp.status(), 503, "{path}");
         assert_eq!(resp.headers()["retry-after"], "2", "{path}");
         assert_eq!(resp.headers()["connection"], "close", "{path}");
+        // As every API answer (an upload URL's are not).
+        assert_eq!(
+            resp.headers().contains_key("x-request-id"),
+            !path.starts_with("/upload/"),
+            "{path}"
+        );
         let v: Value = resp.json().await.unwrap();
         assert_eq!(v[field], code, "{path}: {v}");
     }
@@ -1144,4 +1150,96 @@ async fn upload_ttl_secs_expires_idle_uploads_and_logs_each() {
     s.stop(libc::SIGTERM).await;
     let out = s.stdout.text() + "\n" + &s.stderr.text();
     assert!(!out.contains(&creds.users[0].token), "the token was logged");
+}
+
+/// Flag values the server could not run with stop the start with a message
+/// naming the flag, instead of a server that starts and then fails every
+/// request (a timeout past the clock's end) or hands out URLs dead on
+/// arrival (a TTL that overflows the expiry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flag_values_it_cannot_run_with_stop_the_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("store");
+    let data = data.to_str().unwrap();
+    let huge = "18446744073709551615";
+    let cases: &[(&[&str], &str)] = &[
+        (&["--header-timeout-secs", huge], "--header-timeout-secs"),
+        (&["--url-ttl-secs", "9223372036854775807"], "--url-ttl-secs"),
+        (&["--body-timeout-secs", huge], "--body-timeout-secs"),
+        (&["--shutdown-grace-secs", huge], "--shutdown-grace-secs"),
+        (&["--body-timeout-secs", "0"], "--body-timeout-secs"),
+        (&["--max-part-size", "0"], "--max-part-size"),
+        (&["--max-file-size", "0"], "--max-file-size"),
+        (&["--max-json-body", "0"], "--max-json-body"),
+        (&["--public-url", "abc"], "--public-url"),
+        (&["--public-url", "ftp://x"], "--public-url"),
+        (&["--public-url", "http://h/?q=1"], "--public-url"),
+        (
+            &["--min-part-size", "10", "--max-part-size", "5"],
+            "--min-part-size",
+        ),
+    ];
+    for (flags, named) in cases {
+        let mut args = vec!["--listen", "127.0.0.1:0", "--data", data];
+        args.extend_from_slice(flags);
+        let (status, stdout, stderr) = run_to_exit(&args).await;
+        assert!(!status.success(), "{flags:?}: started anyway\n{stdout}");
+        assert!(stderr.contains(named), "{flags:?}: {stderr}");
+        assert!(!stdout.contains("listening"), "{flags:?}: {stdout}");
+    }
+}
+
+/// A client that shuts down its side of the connection once its part is
+/// sent still gets its answer, and the part is stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_half_closes_after_its_body_gets_its_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path(), &["--min-part-size", "1024"]).await;
+    let (_, creds) = read_credentials(&dir.path().join("credentials.json"));
+    let koo = s.koo(&creds);
+    let bytes = data(4096, 77);
+    let (status, v) = koo
+        .post(
+            "files/create",
+            json!({"fileName": "h", "fileType": "45", "length": 4096, "sha256": sha_hex(&bytes),
+                   "multiParts": [{"partNumber": 1, "partSize": 2048},
+                                  {"partNumber": 2, "partSize": 2048}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
+    let id = v["fileId"].as_str().unwrap().to_owned();
+    for (i, chunked) in [(0usize, false), (1, true)] {
+        let url = v["multiParts"][i]["uploadUrl"].as_str().unwrap();
+        let target = url.strip_prefix(&s.url).unwrap();
+        let part = &bytes[i * 2048..(i + 1) * 2048];
+        let mut req = format!("PUT {target} HTTP/1.1\r\nHost: {}\r\n", s.addr).into_bytes();
+        if chunked {
+            req.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n800\r\n");
+            req.extend_from_slice(part);
+            req.extend_from_slice(b"\r\n0\r\n\r\n");
+        } else {
+            req.extend_from_slice(b"Content-Length: 2048\r\n\r\n");
+            req.extend_from_slice(part);
+        }
+        let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        tcp.write_all(&req).await.unwrap();
+        tcp.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        within(HTTP, "the answer", tcp.read_to_end(&mut answer))
+            .await
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "chunked {chunked}: {answer}"
+        );
+    }
+    let (status, v) = koo
+        .post("files/multipart/list", json!({"fileId": id}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["multiParts"].as_array().map(Vec::len), Some(2), "{v}");
+    koo.complete(&id, &bytes).await;
+    s.stop(libc::SIGTERM).await;
 }

@@ -54,11 +54,12 @@ async fn planned_part_over_max_part_size_answers_13000423() {
     assert_eq!((status, &v["code"]), (400, &json!(koo::BAD_PART)), "{v}");
     assert!(v["msg"].as_str().unwrap().contains("part 1"), "{v}");
 
-    // The same through files/multipart/uploadUrl, on an upload that exists.
+    // The same through files/multipart/uploadUrl, on an upload that exists
+    // (whose part 1 can be at most the largest part).
     let (id, _) = s
         .koo_create(
             "alice",
-            json!({"fileName": "b.bin", "fileType": "45", "length": too_big + 10,
+            json!({"fileName": "b.bin", "fileType": "45", "length": (64u64 << 20) + 10,
                    "uploadMode": "multipart", "multiParts": [{"partNumber": 2, "partSize": 10}]}),
         )
         .await;
