@@ -110,6 +110,9 @@ fn connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout)
+        // A client that shuts down its side after the body still gets its
+        // answer, instead of a request cancelled halfway through its work.
+        .half_close(true)
         .keep_alive(keep_alive);
     builder.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(app))
 }
@@ -145,15 +148,15 @@ fn is_connection_error(e: &io::Error) -> bool {
 async fn too_many_connections(uri: Uri) -> Response {
     let e = ApiError::Busy("too many connections; retry later".into());
     let path = uri.path();
-    if path.starts_with("/koodrive/") || path.starts_with("/upload/koodrive/") {
+    let mut resp = if path.starts_with("/koodrive/") || path.starts_with("/upload/koodrive/") {
         KooError(e).into_response()
     } else {
-        let mut resp = MssError(e).into_response();
-        // Every MetaStudio API answer carries one (upload URLs do not).
-        if !path.starts_with("/upload/") {
-            resp.headers_mut()
-                .insert(X_REQUEST_ID.clone(), request_id());
-        }
-        resp
+        MssError(e).into_response()
+    };
+    // Every API answer carries one (upload URLs' answers do not).
+    if !path.starts_with("/upload/") {
+        resp.headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id());
     }
+    resp
 }
