@@ -752,16 +752,16 @@ async fn upload_page_verifies_an_empty_file_and_reports_parts_below_the_server_m
     assert_eq!(out["state"], "verified", "{out}");
     assert_eq!(out["sha256"], sha_hex(b""), "{out}");
 
-    // 1 MiB parts, under the server's 5 MiB minimum: refused when part 2
-    // is registered (part 1 is then no longer the last), in the server's
-    // words.
+    // 1 MiB parts, under the server's 5 MiB minimum: refused when the
+    // upload is created (its first part, planned with the file's length,
+    // cannot be the last), in the server's words.
     let small = server.dir.path().join("small-parts.bin");
     std::fs::write(&small, random_bytes(3 * MIB + 1)).unwrap();
     let out = run_browser(&python, &server, job(&small, MIB));
     assert_eq!(out["state"], "failed", "{out}");
     let message = out["message"].as_str().unwrap();
     assert!(
-        message.starts_with("Registering part") && message.contains("5242880"),
+        message.starts_with("Creating the upload") && message.contains("5242880"),
         "{message}"
     );
 }
