@@ -302,7 +302,10 @@ pub fn merge(
 /// 64-byte blocks, and at most the largest.
 fn gap_fits(first: u32, last: u32, room: u64, limits: &Limits) -> Result<()> {
     let count = u64::from(last - first + 1);
-    let least = limits.min_part_size.next_multiple_of(BLOCK as u64);
+    let least = limits
+        .min_part_size
+        .checked_next_multiple_of(BLOCK as u64)
+        .unwrap_or(u64::MAX);
     let parts = if first == last {
         format!("part {first} is")
     } else {

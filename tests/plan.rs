@@ -773,3 +773,12 @@ fn a_plan_short_of_its_length_ends_with_a_middle_part() {
     );
     merge_new(&chain_plan(&[128, 128]), Some(1000)).unwrap();
 }
+
+/// Limits at the top of the range (a smallest part of u64::MAX bytes) do not
+/// overflow the gap check.
+#[test]
+fn a_gap_check_with_the_largest_limits_does_not_overflow() {
+    let top = Limits::new(u64::MAX, u64::MAX, u64::MAX);
+    let r = merge(&empty(), &[chain_part(3, 64, 128)], None, &top);
+    assert!(matches!(r, Err(Error::BadPlan(_))), "{r:?}");
+}
