@@ -149,6 +149,7 @@ with open(os.environ["PARTSEAL_CREDENTIALS"], encoding="utf-8") as f:
 DATE_RE = re.compile(r"^[0-9]{8}T[0-9]{6}Z$")
 FILE_ID_RE = re.compile(r"^[0-9a-f]{32}$")
 DATA = b"schemathesis"
+MIN_PART = 5 << 20  # the server's default --min-part-size
 SESSION = requests.Session()
 
 
@@ -246,8 +247,11 @@ def real_upload_url(case):
         return
     body = serialize_binary(case.body)  # the bytes that will be sent
     if api == "koodrive":
+        # The parts before it, planned later, need their bytes in the length:
+        # at least the server's (default) smallest part each.
         plan = [{"partNumber": part, "partSize": len(body)}]
-        v = koo("files/create", {"fileName": "st.bin", "fileType": "45", "length": len(body),
+        length = (part - 1) * MIN_PART + len(body)
+        v = koo("files/create", {"fileName": "st.bin", "fileType": "45", "length": length,
                                  "uploadMode": "multipart", "multiParts": plan})
         url = v["multiParts"][0]["uploadUrl"]
     elif api == "metastudio":

@@ -671,6 +671,15 @@ async fn a_plan_with_a_gap_that_can_never_be_filled_is_refused_at_create() {
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["code"], koo::BAD_PARAM, "{v}");
     assert!(v["msg"].as_str().unwrap().contains("part"), "{v}");
+    // No part planned yet is no gap: the parts come with uploadUrl.
+    let (status, v) = s
+        .koo(
+            "alice",
+            "files/create",
+            json!({"fileName": "a", "fileType": "45", "length": 4096, "uploadMode": "multipart"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{v}");
     // Room for part 2: it can be planned later, and the upload completes.
     let bytes = data(5120, 41);
     let (id, urls) = s
