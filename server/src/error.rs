@@ -287,27 +287,24 @@ pub async fn unrouted_in_api_shape(
     {
         return resp;
     }
-    let under = |api: &str| {
-        ["/upload/", "/download/"]
-            .iter()
-            .any(|p| path.strip_prefix(p).is_some_and(|r| r.starts_with(api)))
+    let Some(api) = crate::upload::Api::of_path(&path) else {
+        return resp;
     };
     let msg = if status == StatusCode::NOT_FOUND {
         format!("no such route: {path}")
     } else {
         format!("{path} does not take {method}; the Allow header lists what it takes")
     };
-    let body = if path.starts_with("/koodrive/") || under("koodrive/") {
-        json!({"code": koo::BAD_PARAM, "msg": msg})
-    } else if path.starts_with("/v1/") || under("metastudio/") {
-        let code = if status == StatusCode::NOT_FOUND {
-            mss::NOT_FOUND
-        } else {
-            mss::INVALID_PARAM
-        };
-        json!({"error_code": code, "error_msg": msg})
-    } else {
-        return resp;
+    let body = match api {
+        crate::upload::Api::KooDrive => json!({"code": koo::BAD_PARAM, "msg": msg}),
+        crate::upload::Api::MetaStudio => {
+            let code = if status == StatusCode::NOT_FOUND {
+                mss::NOT_FOUND
+            } else {
+                mss::INVALID_PARAM
+            };
+            json!({"error_code": code, "error_msg": msg})
+        }
     };
     let shaped = Json(body).into_response();
     let (parts, body) = shaped.into_parts();

@@ -18,14 +18,15 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::http::Uri;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::error::{ApiError, KooError, MssError};
+use crate::error::ApiError;
+use crate::upload::Api;
 use crate::{X_REQUEST_ID, request_id};
 
 /// Connections over the bound that are answered `503` at the same time, at
@@ -148,11 +149,8 @@ fn is_connection_error(e: &io::Error) -> bool {
 async fn too_many_connections(uri: Uri) -> Response {
     let e = ApiError::Busy("too many connections; retry later".into());
     let path = uri.path();
-    let mut resp = if path.starts_with("/koodrive/") || path.starts_with("/upload/koodrive/") {
-        KooError(e).into_response()
-    } else {
-        MssError(e).into_response()
-    };
+    // Outside both APIs (the operations routes), MetaStudio's shape.
+    let mut resp = Api::of_path(path).unwrap_or(Api::MetaStudio).error(e);
     // Every API answer carries one (upload URLs' answers do not).
     if !path.starts_with("/upload/") {
         resp.headers_mut()

@@ -55,6 +55,21 @@ impl Api {
         }
     }
 
+    /// The API whose paths `path` is under: its own prefix (`/koodrive/`,
+    /// `/v1/`), or `/upload/` or `/download/` followed by its name.
+    pub fn of_path(path: &str) -> Option<Api> {
+        if path.starts_with("/koodrive/") {
+            return Some(Api::KooDrive);
+        }
+        if path.starts_with("/v1/") {
+            return Some(Api::MetaStudio);
+        }
+        let rest = path
+            .strip_prefix("/upload/")
+            .or_else(|| path.strip_prefix("/download/"))?;
+        Api::parse(rest.split('/').next().unwrap_or_default())
+    }
+
     /// `e` answered in this API's dialect.
     pub fn error(self, e: ApiError) -> Response {
         match self {
