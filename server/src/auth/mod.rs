@@ -21,6 +21,7 @@ use sha2::Sha256;
 pub use bearer::{
     APIG_DATE_WINDOW, CLOCK_SKEW, DateWindow, bearer_token, format_compact_date, parse_compact_date,
 };
+pub(crate) use sdk::single_header;
 pub use sdk::{
     EMPTY_PAYLOAD_SHA256, MAX_ACCESS_KEY_LEN, MAX_AUTHORIZATION_LEN, MAX_SIGNED_HEADER_NAME_LEN,
     MAX_SIGNED_HEADERS, SDK_ALGORITHM, SdkAuthorization, UNSIGNED_PAYLOAD, canonical_request,

@@ -220,7 +220,10 @@ pub(super) fn canonical_query(raw_query: Option<&str>) -> String {
 
 /// The one value of a header, as trimmed UTF-8 text. `Ok(None)` if absent; an
 /// error if repeated or not UTF-8.
-fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
+pub(crate) fn single_header<'a>(
+    headers: &'a HeaderMap,
+    name: &str,
+) -> Result<Option<&'a str>, AuthError> {
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);

@@ -82,21 +82,9 @@ impl FromRequestParts<State> for Caller {
     }
 }
 
-/// A header that takes part in authentication, as text: `None` when
-/// absent, an error when present but not valid UTF-8 (never read as absent).
-fn auth_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, AuthError> {
-    match headers.get(name) {
-        None => Ok(None),
-        Some(v) => v
-            .to_str()
-            .map(Some)
-            .map_err(|_| AuthError::InvalidHeader(name.to_owned())),
-    }
-}
-
 /// Checks the Bearer token, `X-User-Id`, `X-Date` and the shared folder.
 fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    let token = auth_header(headers, "authorization")?
+    let token = auth::single_header(headers, "authorization")?
         .ok_or(AuthError::MissingHeader("Authorization"))
         .and_then(|v| auth::bearer_token(v).ok_or(AuthError::MalformedAuthorization))?;
     let credentials = state.credentials_now();
@@ -104,21 +92,19 @@ fn authenticate(state: &State, headers: &HeaderMap) -> Result<Caller, ApiError> 
         .user_by_token(token)
         .ok_or(AuthError::UnknownCredentials)?;
     let claimed =
-        auth_header(headers, "x-user-id")?.ok_or(AuthError::MissingHeader("X-User-Id"))?;
+        auth::single_header(headers, "x-user-id")?.ok_or(AuthError::MissingHeader("X-User-Id"))?;
     if !auth::ct_eq(claimed.as_bytes(), user.id.as_bytes()) {
         return Err(AuthError::UnknownCredentials.into());
     }
-    let date = auth_header(headers, "x-date")?.ok_or(AuthError::DateMissing)?;
+    let date = auth::single_header(headers, "x-date")?.ok_or(AuthError::DateMissing)?;
     let date = auth::parse_compact_date(date)?;
     auth::DateWindow::around(time::OffsetDateTime::now_utc(), state.settings.date_window)
         .check(date)?;
     // A folder id that is not text names no shared folder of the caller's:
     // refused, never read as no header (which would act in the caller's
     // own space).
-    let folder = match headers.get("x-hw-share-folder-id") {
-        None => None,
-        Some(v) => Some(v.to_str().map_err(|_| ApiError::Forbidden)?),
-    };
+    let folder =
+        auth::single_header(headers, "x-hw-share-folder-id").map_err(|_| ApiError::Forbidden)?;
     let owner = match folder.filter(|s| !s.is_empty()) {
         None => user.owner()?,
         Some(folder) => {
