@@ -279,10 +279,10 @@ pub(super) async fn create(
         }]
     };
     let plan = plans(&parts, state.backend.limits().max_part_size)?;
-    // The plan is checked before a flash upload can answer: a request that
-    // would be refused without the hit is refused with it (an upload with
-    // no part planned yet has nothing to check).
-    if !plan.is_empty() {
+    // A request that would be refused without a flash hit is refused with
+    // it: when a flash upload could answer, the plan is checked first (else
+    // the create below checks it; no part planned yet is nothing to check).
+    if sha256.is_some() && !plan.is_empty() {
         partseal::plan::merge(
             &BTreeMap::new(),
             &plan,
