@@ -139,6 +139,31 @@ pub fn merge(
         );
     }
     let last = out.keys().next_back().copied().unwrap_or(0);
+    // Declared bytes that must come after the last planned part (beyond
+    // what the gaps below it can hold): then it is not the file's last part,
+    // and is held to the rules of a middle part.
+    let room_after = match (declared_len, out.get(&last)) {
+        (Some(len), Some(lastp)) if chain => {
+            len.saturating_sub(lastp.offset.unwrap_or(0).saturating_add(lastp.size))
+        }
+        (Some(len), Some(_)) => {
+            let planned = out.values().fold(0u64, |t, p| t.saturating_add(p.size));
+            let missing = u64::from(last) - out.len() as u64;
+            len.saturating_sub(planned)
+                .saturating_sub(missing.saturating_mul(limits.max_part_size))
+        }
+        _ => 0,
+    };
+    let why_middle = |n: u32| {
+        if n == last {
+            format!(
+                " (the planned parts leave {room_after} declared bytes after part {n}, so it is \
+                 not the last part)"
+            )
+        } else {
+            String::new()
+        }
+    };
     let mut total = 0u64;
     // In chain mode: where the previous planned part (by number) ends.
     let mut prev_end: Option<(u32, u64)> = None;
@@ -149,11 +174,14 @@ pub fn merge(
                 p.number, p.size, limits.max_part_size
             ));
         }
-        let may_be_last = p.number == last;
+        let may_be_last = p.number == last && room_after == 0;
         if !may_be_last && p.size < limits.min_part_size {
             return bad(format!(
-                "part {} is {} bytes; every part but the last needs at least {}",
-                p.number, p.size, limits.min_part_size
+                "part {} is {} bytes; every part but the last needs at least {}{}",
+                p.number,
+                p.size,
+                limits.min_part_size,
+                why_middle(p.number)
             ));
         }
         total = total.saturating_add(p.size);
@@ -162,8 +190,10 @@ pub fn merge(
         }
         if p.size % BLOCK as u64 != 0 && !may_be_last {
             return bad(format!(
-                "part {} is {} bytes; every part but the last must be a multiple of 64 bytes",
-                p.number, p.size
+                "part {} is {} bytes; every part but the last must be a multiple of 64 bytes{}",
+                p.number,
+                p.size,
+                why_middle(p.number)
             ));
         }
         let Some(offset) = p.offset else {
@@ -249,48 +279,22 @@ pub fn merge(
     }
     // A plan that could never be completed is refused now, not at complete:
     // the parts it skips must fit in the bytes the declared length leaves
-    // them, and a last planned part that leaves bytes after it is not the
-    // file's last part, so it is held to the rules of a middle part.
-    if let (Some(len), Some(lastp)) = (declared_len, out.get(&last)) {
-        let room_after = if chain {
-            len - lastp
-                .offset
-                .unwrap_or(0)
-                .saturating_add(lastp.size)
-                .min(len)
-        } else {
-            // Numbers below the last planned one that are not planned yet:
-            // middle parts, each of at least the smallest part size.
-            let missing = u64::from(last) - out.len() as u64;
-            let room = len - total;
-            if room < missing.saturating_mul(limits.min_part_size) {
-                let first = (1..last).find(|k| !out.contains_key(k)).unwrap_or(1);
-                return bad(format!(
-                    "{missing} part(s) below part {last} are not planned (the first is part \
-                     {first}), and the {room} bytes the declared length {len} leaves cannot hold \
-                     them at {} bytes or more each; number the parts without gaps",
-                    limits.min_part_size
-                ));
-            }
-            room.saturating_sub(missing.saturating_mul(limits.max_part_size))
-        };
-        if room_after > 0 {
-            if lastp.size < limits.min_part_size {
-                return bad(format!(
-                    "the planned parts leave {room_after} of the declared {len} bytes after part \
-                     {last}, so it is not the last part, and it is {} bytes; every part but the \
-                     last needs at least {}",
-                    lastp.size, limits.min_part_size
-                ));
-            }
-            if chain && lastp.size % BLOCK as u64 != 0 {
-                return bad(format!(
-                    "the planned parts leave {room_after} of the declared {len} bytes after part \
-                     {last}, so it is not the last part, and it is {} bytes; every part but the \
-                     last must be a multiple of 64 bytes",
-                    lastp.size
-                ));
-            }
+    // them (in chain mode their offsets were checked above).
+    if let Some(len) = declared_len
+        && !chain
+    {
+        // Numbers below the last planned one that are not planned yet:
+        // middle parts, each of at least the smallest part size.
+        let missing = u64::from(last) - out.len() as u64;
+        let room = len - total;
+        if room < missing.saturating_mul(limits.min_part_size) {
+            let first = (1..last).find(|k| !out.contains_key(k)).unwrap_or(1);
+            return bad(format!(
+                "{missing} part(s) below part {last} are not planned (the first is part \
+                 {first}), and the {room} bytes the declared length {len} leaves cannot hold \
+                 them at {} bytes or more each; number the parts without gaps",
+                limits.min_part_size
+            ));
         }
     }
     Ok(out)
