@@ -19,17 +19,7 @@ const LEN: usize = 700_001;
 /// A committed KooDrive file of `alice`: its id, bytes and download URL.
 async fn committed(s: &TestServer, len: usize, seed: u64) -> (String, Vec<u8>, String) {
     let bytes = data(len, seed);
-    let (id, urls) = s
-        .koo_create(
-            "alice",
-            json!({"fileName": "d.bin", "fileType": "45", "length": len}),
-        )
-        .await;
-    assert_eq!(s.put(&urls[0], bytes.clone()).await.0, 200);
-    let (status, v) = s
-        .koo("alice", "files/complete", json!({"fileId": id}))
-        .await;
-    assert_eq!(status, 200, "{v}");
+    let id = s.koo_commit("alice", "d.bin", &bytes).await;
     let (status, v) = s
         .koo("alice", &format!("files/{id}/detail"), json!({}))
         .await;

@@ -717,14 +717,7 @@ async fn a_flash_upload_checks_the_plan_first() {
     let s = TestServer::start().await;
     let bytes = b"hello".to_vec();
     let body = json!({"fileName": "h", "fileType": "45", "length": 5, "sha256": sha_hex(&bytes)});
-    let (id, urls) = s.koo_create("alice", body.clone()).await;
-    assert_eq!(s.put(&urls[0], bytes.clone()).await.0, 200);
-    assert_eq!(
-        s.koo("alice", "files/complete", json!({"fileId": id}))
-            .await
-            .0,
-        200
-    );
+    s.koo_commit("alice", "h", &bytes).await;
     let mut bad_number = body.clone();
     bad_number["multiParts"] = json!([{"partNumber": 0, "partSize": 5}]);
     let mut bad_ctx = body.clone();
@@ -803,55 +796,9 @@ async fn auth_headers_that_are_not_text_are_refused_not_ignored() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn listing_the_parts_of_a_completed_upload_is_a_conflict() {
     let s = TestServer::start().await;
-    let (id, urls) = s
-        .koo_create(
-            "alice",
-            json!({"fileName": "l", "fileType": "45", "length": 3}),
-        )
-        .await;
-    assert_eq!(s.put(&urls[0], b"abc".to_vec()).await.0, 200);
-    assert_eq!(
-        s.koo("alice", "files/complete", json!({"fileId": id}))
-            .await
-            .0,
-        200
-    );
+    let id = s.koo_commit("alice", "l", b"abc").await;
     let (status, v) = s
         .koo("alice", "files/multipart/list", json!({"fileId": id}))
         .await;
     assert_eq!((status, &v["code"]), (400, &json!(koo::CONFLICT)), "{v}");
-}
-
-/// The router's own 404 and 405 under the KooDrive paths come in the API's
-/// error shape; paths outside the APIs are left as they are.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unrouted_requests_get_the_api_error_shape() {
-    let s = TestServer::start().await;
-    for (method, path, status) in [
-        ("GET", "/koodrive/ose/v1/files/create", 405),
-        ("POST", "/koodrive/ose/v1/files/create/", 404),
-        ("PUT", "/upload/koodrive/a/1/", 404),
-        ("POST", "/upload/koodrive/a/1", 405),
-    ] {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let resp = s
-            .http
-            .request(m, format!("{}{path}", s.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
-        if status == 405 {
-            assert!(resp.headers().contains_key("allow"), "{method} {path}");
-        }
-        let v: Value = resp.json().await.unwrap();
-        assert_eq!(v["code"], koo::BAD_PARAM, "{method} {path}: {v}");
-    }
-    let resp = s
-        .http
-        .get(format!("{}/nothing", s.url))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 404);
 }

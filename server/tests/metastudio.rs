@@ -7,7 +7,7 @@ use base64::Engine as _;
 use common::*;
 use md5::Digest;
 use partseal_server::error::mss;
-use serde_json::{Value, json};
+use serde_json::json;
 
 fn md5_b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(b))
@@ -478,32 +478,5 @@ async fn create_large_file_refuses_sizes_its_segments_cannot_hold() {
             .mss("alice", "POST", "large-files", Some(large(size, count)))
             .await;
         assert_eq!(status, 200, "{size} in {count}: {v}");
-    }
-}
-
-/// The router's own 404 and 405 under the MetaStudio paths come in the
-/// API's error shape.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unrouted_requests_get_the_api_error_shape() {
-    let s = TestServer::start().await;
-    for (method, path, status, code) in [
-        ("GET", "/v1/p/files", 405, mss::INVALID_PARAM),
-        ("POST", "/v1/p/files/x/y", 404, mss::NOT_FOUND),
-        ("POST", "/upload/metastudio/a/1", 405, mss::INVALID_PARAM),
-        ("GET", "/download/metastudio/a/b/c", 404, mss::NOT_FOUND),
-    ] {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let resp = s
-            .http
-            .request(m, format!("{}{path}", s.url))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
-        if status == 405 {
-            assert!(resp.headers().contains_key("allow"), "{method} {path}");
-        }
-        let v: Value = resp.json().await.unwrap();
-        assert_eq!(v["error_code"], code, "{method} {path}: {v}");
     }
 }

@@ -509,13 +509,7 @@ async fn undocumented_paths_and_methods_are_not_routed() {
         ("GET", "/openapi.yaml"),
         ("GET", "/openapi"),
     ] {
-        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
-        let resp = s
-            .http
-            .request(m, format!("{}{path}", s.url))
-            .send()
-            .await
-            .unwrap();
+        let resp = s.request(method, path).await;
         assert_eq!(resp.status().as_u16(), 404, "{method} {path}");
     }
     // On a documented path, the methods it does not document are refused.
@@ -532,13 +526,7 @@ async fn undocumented_paths_and_methods_are_not_routed() {
             if ops.contains_key(&(method.to_owned(), path.clone())) {
                 continue;
             }
-            let m = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
-            let resp = s
-                .http
-                .request(m, format!("{}{dummy_path}", s.url))
-                .send()
-                .await
-                .unwrap();
+            let resp = s.request(&method.to_uppercase(), &dummy_path).await;
             assert_eq!(
                 resp.status().as_u16(),
                 405,
@@ -547,6 +535,56 @@ async fn undocumented_paths_and_methods_are_not_routed() {
             );
         }
     }
+}
+
+/// The router's own 404 and 405 under an API's paths come in that API's
+/// error shape (405 with its `Allow`); paths outside the APIs are left as
+/// they are.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unrouted_requests_get_the_api_error_shape() {
+    let s = TestServer::start().await;
+    let koo = |code: i64| ("code", Value::from(code));
+    let mss = |code: &str| ("error_code", Value::from(code));
+    for (method, path, status, (field, code)) in [
+        (
+            "GET",
+            "/koodrive/ose/v1/files/create",
+            405,
+            koo(koo::BAD_PARAM),
+        ),
+        (
+            "POST",
+            "/koodrive/ose/v1/files/create/",
+            404,
+            koo(koo::BAD_PARAM),
+        ),
+        ("PUT", "/upload/koodrive/a/1/", 404, koo(koo::BAD_PARAM)),
+        ("POST", "/upload/koodrive/a/1", 405, koo(koo::BAD_PARAM)),
+        ("GET", "/v1/p/files", 405, mss(mss::INVALID_PARAM)),
+        ("POST", "/v1/p/files/x/y", 404, mss(mss::NOT_FOUND)),
+        (
+            "POST",
+            "/upload/metastudio/a/1",
+            405,
+            mss(mss::INVALID_PARAM),
+        ),
+        (
+            "GET",
+            "/download/metastudio/a/b/c",
+            404,
+            mss(mss::NOT_FOUND),
+        ),
+    ] {
+        let resp = s.request(method, path).await;
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        if status == 405 {
+            assert!(resp.headers().contains_key("allow"), "{method} {path}");
+        }
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v[field], code, "{method} {path}: {v}");
+    }
+    let resp = s.request("GET", "/nothing").await;
+    assert_eq!(resp.status().as_u16(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -271,6 +271,34 @@ impl TestServer {
         (status, v, h)
     }
 
+    /// A request of `method` to `path` with no credentials.
+    pub async fn request(&self, method: &str, path: &str) -> reqwest::Response {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        self.http
+            .request(m, format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// A put-mode KooDrive file of `bytes` created, stored and completed by
+    /// `user`; returns its id.
+    pub async fn koo_commit(&self, user: &str, name: &str, bytes: &[u8]) -> String {
+        let (id, urls) = self
+            .koo_create(
+                user,
+                json!({"fileName": name, "fileType": "45", "length": bytes.len(),
+                       "sha256": sha_hex(bytes)}),
+            )
+            .await;
+        assert_eq!(self.put(&urls[0], bytes.to_vec()).await.0, 200);
+        let (status, v) = self
+            .koo(user, "files/complete", json!({"fileId": id}))
+            .await;
+        assert_eq!(status, 200, "{v}");
+        id
+    }
+
     /// Creates a KooDrive upload with `parts` planned as given; returns the
     /// file id and each part's upload URL.
     pub async fn koo_create(&self, user: &str, body: Value) -> (String, Vec<String>) {
